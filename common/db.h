@@ -1,0 +1,33 @@
+/* PostgreSQL connections that heal themselves, and small libpq helpers. */
+#ifndef EZ_DB_H
+#define EZ_DB_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include "util.h"
+
+/* One connection slot: the DSN it uses and the live connection (or NULL). */
+struct ez_db {
+    const char *dsn; /* borrowed from the config */
+    PGconn *conn;
+    int64_t last_attempt_ms; /* throttles reconnect attempts while the server is down */
+};
+
+void db_init(struct ez_db *db, const char *dsn);
+/*
+ * Returns a usable connection, reconnecting when the previous one broke
+ * (with a connect timeout of a few seconds, and at most one attempt per
+ * 500 ms while the server stays down), or NULL when PostgreSQL is unreachable.
+ */
+PGconn *db_get(struct ez_db *db);
+/* Call after a failed query: drops the connection if it is broken. */
+void db_check(struct ez_db *db);
+void db_close(struct ez_db *db);
+
+/* Highest applied migration in schema_migrations, or -1 (error logged). */
+int db_schema_version(PGconn *conn);
+/* Same for the log DB's log_schema_migrations. */
+int db_log_schema_version(PGconn *conn);
+
+#endif

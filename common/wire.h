@@ -1,0 +1,15 @@
+/*
+ * ZeroMQ wire format between workers (DEALER) and the background (ROUTER).
+ * A message is: [type frame][payload frame]. Types below; payloads are JSON.
+ */
+#ifndef EZ_WIRE_H
+#define EZ_WIRE_H
+
+#define WIRE_NUDGE "nudge" /* worker -> bg: the outbox has new rows; no reply */
+#define WIRE_PING "ping"   /* worker -> bg: liveness; bg replies WIRE_PONG */
+#define WIRE_PONG "pong"
+#define WIRE_LOGS "logs" /* worker -> bg: [seq][records JSON]; bg replies ack/nack */
+#define WIRE_ACK "ack"
+#define WIRE_NACK "nack"
+
+#endif
