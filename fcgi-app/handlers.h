@@ -11,4 +11,23 @@ int status_test_get(struct req *r);
 /* internal_metrics.c */
 int internal_metrics_get(struct req *r);
 
+/* namespaces.c */
+int namespaces_list(struct req *r);
+int namespaces_create(struct req *r);
+int namespaces_get(struct req *r);
+int namespaces_update(struct req *r);
+int namespaces_delete(struct req *r);
+
+/* -- masters.c, keys.c, tenant.c -- */
+/* -- end masters -- */
+
+/* -- provider_groups.c, api_keys.c, models.c, bindings.c -- */
+/* -- end providers -- */
+
+/* -- features.c, operation_logs.c, stats.c -- */
+/* -- end features -- */
+
+/* -- logs: internal_logs.c, logs.c -- */
+/* -- end logs -- */
+
 #endif
