@@ -4,7 +4,7 @@
 
 #define EZ_VERSION "0.1.0"
 /* Highest migration in sql/main that this build needs (workers refuse older schemas). */
-#define EZ_SCHEMA_VERSION 1
+#define EZ_SCHEMA_VERSION 2
 /* Highest migration in sql/log that this build needs. */
 #define EZ_LOG_SCHEMA_VERSION 1
 

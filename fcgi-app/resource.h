@@ -126,8 +126,14 @@ PGresult *db_exec(struct rctx *x, const char *sql, int n, const char *const *par
 /* Operation-log row in the current transaction. changes may be NULL. */
 int audit_write(struct rctx *x, const char *action, const char *resource, int64_t id,
                 const cJSON *changes) EZ_MUSTCHECK;
-/* Outbox row in the current transaction. */
+/*
+ * Outbox row in the current transaction: resource + id name what the
+ * background republishes from PostgreSQL's current state; payload (may be
+ * NULL) carries what a deletion must remove from Redis (docs/outbox.md).
+ */
 int outbox_add(struct rctx *x, const char *resource, int64_t id, const char *action) EZ_MUSTCHECK;
+int outbox_add_payload(struct rctx *x, const char *resource, int64_t id, const char *action,
+                       const cJSON *payload) EZ_MUSTCHECK;
 
 /* Renders the row with the given id as JSON (NULL when missing). */
 cJSON *res_fetch(struct rctx *x, int64_t id);

@@ -146,17 +146,25 @@ int audit_write(struct rctx *x, const char *action, const char *resource, int64_
     return EZ_OK;
 }
 
-int outbox_add(struct rctx *x, const char *resource, int64_t id, const char *action)
+int outbox_add_payload(struct rctx *x, const char *resource, int64_t id, const char *action,
+                       const cJSON *payload)
 {
     char idtxt[24];
     snprintf(idtxt, sizeof(idtxt), "%lld", (long long)id);
-    const char *params[3] = {resource, id > 0 ? idtxt : NULL, action};
+    char *pl = payload ? json_render(payload) : NULL;
+    const char *params[4] = {resource, id > 0 ? idtxt : NULL, action, pl};
     PGresult *res = db_exec(x,
-                            "INSERT INTO sync_outbox (resource, resource_id, action) "
-                            "VALUES ($1, $2::bigint, $3)",
-                            3, params);
+                            "INSERT INTO sync_outbox (resource, resource_id, action, payload) "
+                            "VALUES ($1, $2::bigint, $3, coalesce($4::jsonb, '{}'))",
+                            4, params);
+    free(pl);
     if (res == NULL)
         return EZ_ERR;
     PQclear(res);
     return EZ_OK;
+}
+
+int outbox_add(struct rctx *x, const char *resource, int64_t id, const char *action)
+{
+    return outbox_add_payload(x, resource, id, action, NULL);
 }
