@@ -6,7 +6,7 @@ SANITIZE ?=
 WARN    := -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes \
            -Wmissing-prototypes -Wpointer-arith -Wundef -Werror
 CSTD    := -std=c11 -D_GNU_SOURCE
-INCS    := -Icommon -I/usr/include/postgresql -I/usr/include/hiredis -I/usr/include/cjson
+INCS    := -Icommon -Ifcgi-app -Ibackground -I/usr/include/postgresql -I/usr/include/hiredis -I/usr/include/cjson
 LIBS    := -lfcgi -lpq -lhiredis -lcjson -linih -lzmq -lcrypto -lcurl -lpthread -lm
 
 ifeq ($(SANITIZE),)

@@ -1,6 +1,7 @@
 /* PostgreSQL connection slots that reconnect by themselves after the server comes back. */
 #include "db.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "log.h"
@@ -57,15 +58,35 @@ void db_close(struct ez_db *db)
     db->conn = NULL;
 }
 
-static int version_from(PGconn *conn, const char *sql)
+/*
+ * Highest version in the tracking table, 0 when the table does not exist.
+ * Two statements: PostgreSQL resolves table names in a CASE branch even when
+ * the branch is not taken, so one query cannot test and read at once.
+ */
+static int version_from(PGconn *conn, const char *table)
 {
     int v = -1;
-    PGresult *res = PQexecParams(conn, sql, 0, NULL, NULL, NULL, NULL, 0);
+    const char *params[1] = {table};
+    PGresult *res = PQexecParams(conn, "SELECT to_regclass($1) IS NOT NULL", 1, NULL, params,
+                                 NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         log_error("event=schema_version_failed error=\"%s\"", PQresultErrorMessage(res));
         goto out;
     }
-    v = PQgetisnull(res, 0, 0) ? 0 : atoi(PQgetvalue(res, 0, 0));
+    if (PQgetvalue(res, 0, 0)[0] != 't') {
+        v = 0;
+        goto out;
+    }
+    PQclear(res);
+    /* The table name is one of two constants below, never input. */
+    char sql[96];
+    snprintf(sql, sizeof(sql), "SELECT coalesce(max(version), 0) FROM %s", table);
+    res = PQexecParams(conn, sql, 0, NULL, NULL, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        log_error("event=schema_version_failed error=\"%s\"", PQresultErrorMessage(res));
+        goto out;
+    }
+    v = atoi(PQgetvalue(res, 0, 0));
 out:
     PQclear(res);
     return v;
@@ -73,13 +94,10 @@ out:
 
 int db_schema_version(PGconn *conn)
 {
-    return version_from(conn, "SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN 0 "
-                              "ELSE (SELECT coalesce(max(version), 0) FROM schema_migrations) END");
+    return version_from(conn, "schema_migrations");
 }
 
 int db_log_schema_version(PGconn *conn)
 {
-    return version_from(conn,
-                        "SELECT CASE WHEN to_regclass('log_schema_migrations') IS NULL THEN 0 "
-                        "ELSE (SELECT coalesce(max(version), 0) FROM log_schema_migrations) END");
+    return version_from(conn, "log_schema_migrations");
 }

@@ -54,7 +54,7 @@ static int check_schema(const struct ez_config *cfg)
     }
     int v = db_schema_version(c);
     db_close(&db);
-    if (v >= 0 && v < EZ_SCHEMA_VERSION) {
+    if (v < EZ_SCHEMA_VERSION) {
         log_error("event=schema_behind have=%d need=%d hint=\"run scripts/migrate\"", v,
                   EZ_SCHEMA_VERSION);
         fprintf(stderr,
