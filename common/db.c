@@ -1,6 +1,8 @@
 /* PostgreSQL connection slots that reconnect by themselves after the server comes back. */
 #include "db.h"
 
+#include <poll.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,9 +17,33 @@ void db_init(struct ez_db *db, const char *dsn)
     db->last_attempt_ms = 0;
 }
 
+/*
+ * An idle connection whose socket is readable has been told something: a
+ * notification, or (after a server restart) a termination message and EOF.
+ * Reading it here costs one poll() and spares the next query a failure.
+ */
+static bool idle_conn_alive(PGconn *c)
+{
+    if (PQtransactionStatus(c) != PQTRANS_IDLE)
+        return true;
+    struct pollfd p = {.fd = PQsocket(c), .events = POLLIN, .revents = 0};
+    if (poll(&p, 1, 0) <= 0)
+        return true;
+    if (!PQconsumeInput(c) || PQstatus(c) != CONNECTION_OK)
+        return false;
+    /* Only a notification is expected on an idle connection; anything else is the goodbye. */
+    int notes = 0;
+    PGnotify *n;
+    while ((n = PQnotifies(c)) != NULL) {
+        PQfreemem(n);
+        notes++;
+    }
+    return notes > 0;
+}
+
 PGconn *db_get(struct ez_db *db)
 {
-    if (db->conn && PQstatus(db->conn) == CONNECTION_OK)
+    if (db->conn && PQstatus(db->conn) == CONNECTION_OK && idle_conn_alive(db->conn))
         return db->conn;
     if (db->conn) {
         PQfinish(db->conn);
