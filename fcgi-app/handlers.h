@@ -19,12 +19,66 @@ int namespaces_update(struct req *r);
 int namespaces_delete(struct req *r);
 
 /* -- masters.c, keys.c, tenant.c -- */
+int masters_list(struct req *r);
+int masters_create(struct req *r);
+int masters_batch(struct req *r);
+int masters_get(struct req *r);
+int masters_update(struct req *r);
+int masters_delete(struct req *r);
+int masters_manage(struct req *r);
+int masters_realtime(struct req *r);
+int master_keys_list(struct req *r);
+int master_keys_create(struct req *r);
+int master_keys_get(struct req *r);
+int master_keys_update(struct req *r);
+int master_keys_delete(struct req *r);
+int master_keys_rotate(struct req *r);
+int tenant_self(struct req *r);
+int tenant_tokens_list(struct req *r);
+int tenant_tokens_create(struct req *r);
+int tenant_tokens_get(struct req *r);
+int tenant_tokens_update(struct req *r);
+int tenant_tokens_delete(struct req *r);
+int tenant_tokens_rotate(struct req *r);
+int tenant_realtime(struct req *r);
 /* -- end masters -- */
 
 /* -- provider_groups.c, api_keys.c, models.c, bindings.c -- */
+int provider_groups_list(struct req *r);
+int provider_groups_create(struct req *r);
+int provider_groups_get(struct req *r);
+int provider_groups_update(struct req *r);
+int provider_groups_delete(struct req *r);
+int api_keys_list(struct req *r);
+int api_keys_create(struct req *r);
+int api_keys_get(struct req *r);
+int api_keys_update(struct req *r);
+int api_keys_delete(struct req *r);
+int api_keys_batch(struct req *r);
+int models_list(struct req *r);
+int models_create(struct req *r);
+int models_get(struct req *r);
+int models_update(struct req *r);
+int models_delete(struct req *r);
+int models_batch(struct req *r);
+int bindings_list(struct req *r);
+int bindings_create(struct req *r);
+int bindings_get(struct req *r); /* adds "resolved" */
+int bindings_update(struct req *r);
+int bindings_delete(struct req *r);
+int bindings_batch(struct req *r);
 /* -- end providers -- */
 
 /* -- features.c, operation_logs.c, stats.c -- */
+/* features.c */
+int features_get(struct req *r);
+int features_put(struct req *r);
+/* operation_logs.c */
+int operation_logs_list(struct req *r);
+/* stats.c */
+int stats_get(struct req *r);
+/* stats_flush.c */
+int stats_flush_post(struct req *r);
 /* -- end features -- */
 
 /* -- logs: internal_logs.c, logs.c -- */

@@ -365,12 +365,24 @@ static int run_returning_id(struct rctx *x, buf_t *sql, const struct wvals *vals
         return EZ_ERR;
     int rc = EZ_OK;
     if (PQntuples(res) != 1) {
-        reply_error(x->r, 404, "not_found", NULL, "%s not found", x->res->name);
+        /* In a batch the prefix names the failing entry ("ids[3]"). */
+        reply_error(x->r, 404, "not_found", x->prefix && x->prefix[0] ? x->prefix : NULL,
+                    "%s not found", x->res->name);
         rc = EZ_ERR;
     } else {
         *id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
     }
     PQclear(res);
+    return rc;
+}
+
+/* The framework's outbox row for a change, carrying (and consuming) a hook's x->outbox_payload. */
+static int outbox_row(struct rctx *x, int64_t id, const char *action)
+{
+    int rc = outbox_add_payload(x, x->res->outbox ? x->res->outbox : x->res->name, id, action,
+                                x->outbox_payload);
+    cJSON_Delete(x->outbox_payload);
+    x->outbox_payload = NULL;
     return rc;
 }
 
@@ -384,6 +396,7 @@ static int insert_one(struct rctx *x, const cJSON *item, const char *action)
     int rc = EZ_ERR;
     x->create = true;
     x->id = 0;
+    x->action = action;
     if (!cJSON_IsObject(item)) {
         reply_error(x->r, 400, "invalid_argument", x->prefix[0] ? x->prefix : NULL,
                     "each item must be an object");
@@ -413,7 +426,7 @@ static int insert_one(struct rctx *x, const cJSON *item, const char *action)
         goto out;
     changes = audit_changes(&vals, item);
     if (audit_write(x, action, x->res->name, x->id, changes) != EZ_OK ||
-        outbox_add(x, x->res->outbox ? x->res->outbox : x->res->name, x->id, "upsert") != EZ_OK)
+        outbox_row(x, x->id, "upsert") != EZ_OK)
         goto out;
     rc = EZ_OK;
 out:
@@ -433,6 +446,7 @@ static int update_one(struct rctx *x, int64_t id, const cJSON *body, const char 
     int rc = EZ_ERR;
     x->create = false;
     x->id = id;
+    x->action = action;
     if (collect(x, body, &vals) != EZ_OK)
         goto out;
     if (x->res->before_write && x->res->before_write(x, body, &vals) != EZ_OK)
@@ -461,7 +475,7 @@ static int update_one(struct rctx *x, int64_t id, const cJSON *body, const char 
         goto out;
     changes = audit_changes(&vals, body);
     if (audit_write(x, action, x->res->name, id, changes) != EZ_OK ||
-        outbox_add(x, x->res->outbox ? x->res->outbox : x->res->name, id, "upsert") != EZ_OK)
+        outbox_row(x, id, "upsert") != EZ_OK)
         goto out;
     rc = EZ_OK;
 out:
@@ -475,6 +489,7 @@ static int delete_one(struct rctx *x, int64_t id, const char *action)
 {
     x->id = id;
     x->create = false;
+    x->action = action;
     cJSON *row = res_fetch(x, id);
     if (row == NULL)
         return reply_error(x->r, 404, "not_found", x->prefix[0] ? x->prefix : NULL,
@@ -494,13 +509,15 @@ static int delete_one(struct rctx *x, int64_t id, const char *action)
         return EZ_ERR;
     PQclear(res);
     if (audit_write(x, action, x->res->name, id, NULL) != EZ_OK ||
-        outbox_add(x, x->res->outbox ? x->res->outbox : x->res->name, id, "delete") != EZ_OK)
+        outbox_row(x, id, "delete") != EZ_OK)
         return EZ_ERR;
     return EZ_OK;
 }
 
 static int set_status_one(struct rctx *x, int64_t id, const char *status, const char *action)
 {
+    x->create = false;
+    x->action = action;
     cJSON *body = cJSON_CreateObject();
     cJSON_AddStringToObject(body, "status", status);
     /* Status changes go through the same path as an update so hooks and audit apply. */
@@ -531,7 +548,7 @@ static int set_status_one(struct rctx *x, int64_t id, const char *status, const 
     if (x->res->after_write && x->res->after_write(x, body) != EZ_OK)
         goto out;
     if (audit_write(x, action, x->res->name, id, body) != EZ_OK ||
-        outbox_add(x, x->res->outbox ? x->res->outbox : x->res->name, id, "upsert") != EZ_OK)
+        outbox_row(x, id, "upsert") != EZ_OK)
         goto out;
     rc = EZ_OK;
 out:
@@ -611,6 +628,7 @@ int res_create(struct req *r, const struct resource *res, int64_t scope_master)
     if (rc == EZ_OK)
         reply_row(&x, 201);
     cJSON_Delete(x.extra_out);
+    cJSON_Delete(x.outbox_payload);
     cJSON_Delete(body);
     return rc;
 }
@@ -635,6 +653,7 @@ int res_update(struct req *r, const struct resource *res, int64_t id, int64_t sc
     if (rc == EZ_OK)
         reply_row(&x, 200);
     cJSON_Delete(x.extra_out);
+    cJSON_Delete(x.outbox_payload);
     cJSON_Delete(body);
     return rc;
 }
@@ -654,6 +673,7 @@ int res_delete(struct req *r, const struct resource *res, int64_t id, int64_t sc
     if (rc == EZ_OK)
         reply_empty(r, 204);
     cJSON_Delete(x.extra_out);
+    cJSON_Delete(x.outbox_payload);
     return rc;
 }
 
@@ -703,9 +723,12 @@ static int list_where(struct req *r, const struct resource *res, int64_t scope_m
         buf_printf(where, " AND %s = $%d", res->scope_col, ++*n);
     }
     const char *q = req_query(r, "q");
-    if (q && *q && field_named(res, "name")) {
+    const char *qcol = res->search_col;
+    if (qcol == NULL && field_named(res, "name"))
+        qcol = "name";
+    if (q && *q && qcol) {
         params[*n] = like_escape(q);
-        buf_printf(where, " AND name ILIKE '%%' || $%d || '%%' ESCAPE '\\'", ++*n);
+        buf_printf(where, " AND %s ILIKE '%%' || $%d || '%%' ESCAPE '\\'", qcol, ++*n);
     }
     for (int i = 0; i < res->nfields; i++) {
         const struct field *f = &res->fields[i];
@@ -908,6 +931,7 @@ int res_batch(struct req *r, const struct resource *res, const char *const *stat
     cJSON *items = cJSON_AddArrayToObject(out, "items");
     if (batch_run(&x, action, list, !create, status, items) != EZ_OK) {
         cJSON_Delete(x.extra_out);
+        cJSON_Delete(x.outbox_payload);
         tx_rollback(r, c);
         goto out;
     }

@@ -77,6 +77,13 @@ struct rctx {
     bool create;
     cJSON *extra_out;   /* hook output merged into the response (e.g. master_key); owned */
     int64_t scope_master; /* >0: restrict to this master's rows (tenant API) */
+    const char *action;   /* audit action of the write in progress ("create", "batch_suspend"...) */
+    /*
+     * Set by a hook (cJSON object, owned): the payload of the outbox row the
+     * framework writes for this change, e.g. the token hashes a deletion must
+     * remove from Redis (docs/outbox.md). Consumed by that row; NULL = {}.
+     */
+    cJSON *outbox_payload;
 };
 
 struct resource {
@@ -98,6 +105,8 @@ struct resource {
     int (*before_delete)(struct rctx *x);
     /* Outbox resource written for each change ("masters"...); NULL = res->name. */
     const char *outbox;
+    /* Column ?q= searches (substring, literal); NULL = "name" when the resource has one. */
+    const char *search_col;
 };
 
 /* Generic handlers: everything a plain resource needs. */
