@@ -6,12 +6,25 @@
 #include <string.h>
 #include "bg.h"
 #include "log.h"
+#include "log_sink.h"
+#include "outbox.h"
+#include "snapshot.h"
 
 /*
  * Every job of the daemon, run in this order when several are due at once.
  * A new job is one row here (plus its file and its prototypes in jobs.h).
  */
 static struct bg_job job_table[] = {
+    /*
+     * First: a WIRE_LOGS message kicks it, and its run sends the acks after
+     * the group fsync, so no other job may delay them (docs/log-pipeline.md).
+     */
+    {.name = "log_sink",
+     .interval_ms = log_sink_interval_ms,
+     .run = log_sink_run,
+     .at_start = true,
+     .init = log_sink_init,
+     .fini = log_sink_fini},
     {.name = "heartbeat",
      .interval_ms = heartbeat_interval_ms,
      .run = heartbeat_run,
@@ -20,6 +33,14 @@ static struct bg_job job_table[] = {
      .interval_ms = redis_ping_interval_ms,
      .run = redis_ping_run,
      .at_start = true},
+    /* Snapshots: the full rebuild runs before the first outbox batch (docs/snapshots.md). */
+    {.name = "snapshot",
+     .interval_ms = snapshot_interval_ms,
+     .run = snapshot_run,
+     .at_start = true},
+    {.name = "outbox", .interval_ms = outbox_interval_ms, .run = outbox_run, .at_start = true},
+    {.name = "expiry", .interval_ms = expiry_interval_ms, .run = expiry_run, .at_start = true},
+    {.name = "outbox_prune", .interval_ms = outbox_prune_interval_ms, .run = outbox_prune_run},
 };
 
 #define N_JOBS EZ_ARRAY_LEN(job_table)

@@ -1,4 +1,4 @@
-/* The ROUTER socket workers talk to: ping/pong, outbox nudges, log batches (refused for now). */
+/* The ROUTER socket workers talk to: ping/pong, outbox nudges, log batches (to log_sink.c). */
 #include "zmq_server.h"
 
 #include <errno.h>
@@ -12,12 +12,11 @@
 #include "bg.h"
 #include "jobs.h"
 #include "log.h"
+#include "log_sink.h"
 #include "wire.h"
 
 /* Warnings about dropped messages: at most one per this many ms, with a count of the rest. */
 #define ZS_WARN_EVERY_MS 10000
-
-#define LOGS_DISABLED_JSON "{\"error\":\"log pipeline not enabled\"}"
 
 int zmq_server_ipc_path(const char *endpoint, char *out, size_t outlen)
 {
@@ -279,18 +278,17 @@ static void handle(struct bg_ctx *ctx, zmq_msg_t *frames, int n, bool truncated)
     } else if (frame_is(t, WIRE_NUDGE)) {
         jobs_kick("outbox");
     } else if (frame_is(t, WIRE_LOGS)) {
-        /* [logs][seq][records]: the nack echoes seq so the worker can match it. */
-        const void *parts[2];
-        size_t lens[2];
-        int np = 0;
-        if (npay >= 2) {
-            parts[np] = zmq_msg_data(&frames[first]);
-            lens[np++] = zmq_msg_size(&frames[first]);
+        /* [logs][seq][records]: the log sink spools the batch and acks or nacks it with seq. */
+        const void *envp[2];
+        size_t envl[2];
+        for (int i = 0; i < nenv; i++) {
+            envp[i] = zmq_msg_data(&frames[i]);
+            envl[i] = zmq_msg_size(&frames[i]);
         }
-        parts[np] = LOGS_DISABLED_JSON;
-        lens[np++] = sizeof(LOGS_DISABLED_JSON) - 1;
-        warn_dropped(ctx, DROP_LOGS_DISABLED, WIRE_LOGS);
-        reply(ctx, frames, nenv, WIRE_NACK, parts, lens, np);
+        log_sink_receive(ctx, envp, envl, nenv, npay >= 1 ? zmq_msg_data(&frames[first]) : NULL,
+                         npay >= 1 ? zmq_msg_size(&frames[first]) : 0,
+                         npay >= 2 ? zmq_msg_data(&frames[first + 1]) : NULL,
+                         npay >= 2 ? zmq_msg_size(&frames[first + 1]) : 0);
     } else {
         printable(t, type, sizeof(type));
         warn_dropped(ctx, DROP_UNKNOWN_TYPE, type);

@@ -1,6 +1,9 @@
 /* Redis connection slots (hiredis) that reconnect by themselves; errors drop the context. */
 #include "rds.h"
 
+#include <poll.h>
+#include <stdbool.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,9 +42,20 @@ static int rds_command_ok(redisContext *c, const char *what, redisReply *reply)
     return EZ_OK;
 }
 
+/*
+ * Workers and jobs never subscribe, so an idle context has nothing to read:
+ * a readable socket means the server closed it (a Redis restart). Dropping it
+ * here spares the next command a failure.
+ */
+static bool idle_ctx_alive(redisContext *c)
+{
+    struct pollfd p = {.fd = c->fd, .events = POLLIN, .revents = 0};
+    return poll(&p, 1, 0) == 0;
+}
+
 redisContext *rds_get(struct ez_rds *r)
 {
-    if (r->ctx && r->ctx->err == 0)
+    if (r->ctx && r->ctx->err == 0 && idle_ctx_alive(r->ctx))
         return r->ctx;
     rds_close(r);
     int64_t now = ez_now_ms();

@@ -82,6 +82,20 @@ int stats_flush_post(struct req *r);
 /* -- end features -- */
 
 /* -- logs: internal_logs.c, logs.c -- */
+/* internal_logs.c */
+int internal_logs_post(struct req *r);
+/*
+ * For /internal/metrics: appends the background's log pipeline counters
+ * (Redis hash LOGREC_METRICS_KEY) as Prometheus text to prom and/or as a
+ * "log_pipeline" object to json (either may be NULL).
+ */
+void logs_metrics_append(struct req *r, buf_t *prom, cJSON *json);
+/* logs.c */
+int logs_list(struct req *r);
+int logs_delete(struct req *r);
+int logs_stats(struct req *r);
+int tenant_logs_list(struct req *r);
+int tenant_logs_stats(struct req *r);
 /* -- end logs -- */
 
 #endif

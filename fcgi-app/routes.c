@@ -75,6 +75,13 @@ const struct route router_routes[] = {
     /* -- end features -- */
 
     /* -- request logs, internal logs (log pipeline) -- */
+    /* body limit 8 x EZ_MAX_BODY_BYTES: the handler computes it from the configuration */
+    {"POST", "/internal/logs", internal_logs_post, AUTH_INTERNAL, 8 * 1048576},
+    {"GET", "/admin/logs", logs_list, AUTH_ADMIN, 0},
+    {"DELETE", "/admin/logs", logs_delete, AUTH_ADMIN, 0},
+    {"GET", "/admin/logs/stats", logs_stats, AUTH_ADMIN, 0},
+    {"GET", "/v1/logs", tenant_logs_list, AUTH_MASTER, 0},
+    {"GET", "/v1/logs/stats", tenant_logs_stats, AUTH_MASTER, 0},
     /* -- end logs -- */
 };
 

@@ -10,11 +10,14 @@
  * worker sends. No routing, no parsing, no database: what is left is the cost
  * of nginx + FastCGI + libfcgi, the floor under every EZ-API endpoint.
  *
- * Stops on SIGTERM/SIGINT (default action: the process exits at once, which is
- * all a benchmark anchor needs).
+ * Stops on SIGTERM/SIGINT: the default action, the process exits at once, which
+ * is all a benchmark anchor needs. (libfcgi catches SIGTERM itself and only
+ * sets a shutdown flag that a thread blocked in accept() never sees, so the
+ * defaults are put back after FCGX_Init.)
  */
 #include <fcgiapp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +92,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench-responder: FCGX_Init failed\n");
         return 1;
     }
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL); /* also when started in the background by a shell */
     listen_fd = FCGX_OpenSocket(argv[1], 1024);
     if (listen_fd < 0) {
         fprintf(stderr, "bench-responder: cannot listen on %s\n", argv[1]);

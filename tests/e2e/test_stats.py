@@ -230,7 +230,6 @@ def test_last_24h_from_request_logs(api, pg, log_pg, wait_for):
             cur.execute("DELETE FROM request_logs WHERE request_id = %s", (rid,))
 
 
-@pytest.mark.skip(reason="the snapshot publisher lands with the Redis snapshot issue")
 def test_snapshot_last_published_at(api, rds):
     field = f"test-{uuid.uuid4().hex[:8]}"
     far = int(time.time()) + 10 * 365 * 86400  # newer than any real publish
