@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void to_hex(const unsigned char *d, size_t n, char *out)
@@ -49,6 +50,15 @@ char *ez_new_secret(const char *prefix)
     memcpy(s, prefix, plen);
     to_hex(raw, sizeof(raw), s + plen);
     return s;
+}
+
+void ez_secret_free(char *s)
+{
+    if (s == NULL)
+        return;
+    /* explicit_bzero cannot be optimised away like a memset before free. */
+    explicit_bzero(s, strlen(s));
+    free(s);
 }
 
 bool ez_ct_streq(const char *a, const char *b)

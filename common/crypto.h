@@ -18,6 +18,8 @@ int ez_random_bytes(void *buf, size_t n) EZ_MUSTCHECK;
  * Returns a malloc'd string the caller frees, or NULL if randomness failed.
  */
 char *ez_new_secret(const char *prefix);
+/* Wipes and frees a secret string (NULL is fine). */
+void ez_secret_free(char *s);
 /* Constant-time equality of two NUL-terminated strings (time depends only on lengths). */
 bool ez_ct_streq(const char *a, const char *b);
 

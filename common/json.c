@@ -135,6 +135,17 @@ bool json_int_in(const cJSON *item, int64_t min, int64_t max, int64_t *out)
     return true;
 }
 
+bool json_list_has(const cJSON *list, const char *s)
+{
+    const cJSON *e;
+    cJSON_ArrayForEach(e, list)
+    {
+        if (cJSON_IsString(e) && strcmp(e->valuestring, s) == 0)
+            return true;
+    }
+    return false;
+}
+
 char *json_render(const cJSON *item)
 {
     char *s = cJSON_PrintUnformatted(item);

@@ -25,6 +25,9 @@ int json_parse_strict(const char *body, size_t len, cJSON **out, char *err,
 /* True when item is a number that is a whole value within [min, max]. */
 bool json_int_in(const cJSON *item, int64_t min, int64_t max, int64_t *out);
 
+/* True when the JSON list holds the string s. */
+bool json_list_has(const cJSON *list, const char *s);
+
 /* Renders item compactly; the caller frees the string with free(). */
 char *json_render(const cJSON *item);
 

@@ -85,93 +85,9 @@ size_t logrec_utf8_prefix(const char *s, size_t max_chars)
 
 /* ---- time ---- */
 
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static int take_digits(const char *s, int n, int *out)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return EZ_ERR;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return EZ_OK;
-}
-
-static bool leap(int y)
-{
-    return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-}
-
 int logrec_parse_time(const char *s, int64_t *out_us)
 {
-    size_t n = strlen(s);
-    if (n == 0)
-        return EZ_ERR;
-    if (s[0] >= '0' && s[0] <= '9' && strspn(s, "0123456789") == n) {
-        int64_t secs;
-        if (n > 12 || ez_parse_int64(s, 0, LOGREC_MAX_UNIX, &secs) != EZ_OK)
-            return EZ_ERR;
-        *out_us = secs * 1000000;
-        return EZ_OK;
-    }
-    /* YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM) */
-    int Y, M, D, h, m, sec;
-    if (n < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
-        s[13] != ':' || s[16] != ':')
-        return EZ_ERR;
-    if (take_digits(s, 4, &Y) || take_digits(s + 5, 2, &M) || take_digits(s + 8, 2, &D) ||
-        take_digits(s + 11, 2, &h) || take_digits(s + 14, 2, &m) || take_digits(s + 17, 2, &sec))
-        return EZ_ERR;
-    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    if (M < 1 || M > 12 || D < 1 || D > mdays[M - 1] || (M == 2 && D == 29 && !leap(Y)) || h > 23 ||
-        m > 59 || sec > 60)
-        return EZ_ERR;
-    const char *p = s + 19;
-    int64_t frac_us = 0;
-    if (*p == '.') {
-        p++;
-        int nd = 0;
-        while (*p >= '0' && *p <= '9') {
-            if (nd < 6)
-                frac_us = frac_us * 10 + (*p - '0');
-            nd++;
-            p++;
-        }
-        if (nd == 0 || nd > 9)
-            return EZ_ERR;
-        for (int k = nd; k < 6; k++)
-            frac_us *= 10;
-    }
-    int64_t offset = 0;
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        int oh, om;
-        if (strlen(p) != 6 || p[3] != ':' || take_digits(p + 1, 2, &oh) ||
-            take_digits(p + 4, 2, &om) || oh > 23 || om > 59)
-            return EZ_ERR;
-        offset = (int64_t)(oh * 60 + om) * 60 * (*p == '-' ? -1 : 1);
-        p += 6;
-    } else {
-        return EZ_ERR;
-    }
-    if (*p != '\0')
-        return EZ_ERR;
-    int64_t secs = days_from_civil(Y, M, D) * 86400 + h * 3600 + m * 60 + sec - offset;
-    if (secs < 0 || secs > LOGREC_MAX_UNIX)
-        return EZ_ERR;
-    *out_us = secs * 1000000 + frac_us;
-    return EZ_OK;
+    return ez_parse_time_us(s, out_us);
 }
 
 static void split_time(int64_t us, struct tm *tm, int64_t *frac)

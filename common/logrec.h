@@ -22,7 +22,7 @@
 /* namespace, model, upstream_model, provider_type: DATA.md gives no bound; this one is ours. */
 #define LOGREC_TEXT_MAX 256
 /* Largest unix time accepted (9999-12-31T23:59:59Z), as ez_parse_time. */
-#define LOGREC_MAX_UNIX 253402300799LL
+#define LOGREC_MAX_UNIX EZ_MAX_UNIX
 
 /*
  * Redis hash where ezapi-background publishes the log pipeline's counters

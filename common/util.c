@@ -183,7 +183,7 @@ static int64_t days_from_civil(int64_t y, int m, int d)
     return era * 146097 + doe - 719468;
 }
 
-static int digits(const char *s, int n, int *out)
+static int take_digits(const char *s, int n, int *out)
 {
     int v = 0;
     for (int i = 0; i < n; i++) {
@@ -195,14 +195,58 @@ static int digits(const char *s, int n, int *out)
     return EZ_OK;
 }
 
-int ez_parse_time(const char *s, int64_t *out_unix)
+static bool leap(int y)
+{
+    return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+/* The fraction after the seconds, as microseconds (digits past the 6th are dropped). */
+static int take_fraction(const char **pp, int64_t *frac_us)
+{
+    const char *p = *pp;
+    *frac_us = 0;
+    if (*p != '.')
+        return EZ_OK;
+    p++;
+    int nd = 0;
+    while (*p >= '0' && *p <= '9') {
+        if (nd < 6)
+            *frac_us = *frac_us * 10 + (*p - '0');
+        nd++;
+        p++;
+    }
+    if (nd == 0 || nd > 9)
+        return EZ_ERR;
+    for (int k = nd; k < 6; k++)
+        *frac_us *= 10;
+    *pp = p;
+    return EZ_OK;
+}
+
+/* "Z", "+HH:MM" or "-HH:MM" ending the string, as seconds east of UTC. */
+static int take_offset(const char *p, int64_t *offset)
+{
+    *offset = 0;
+    if ((p[0] == 'Z' || p[0] == 'z') && p[1] == '\0')
+        return EZ_OK;
+    int oh, om;
+    if ((*p != '+' && *p != '-') || strlen(p) != 6 || p[3] != ':' ||
+        take_digits(p + 1, 2, &oh) || take_digits(p + 4, 2, &om) || oh > 23 || om > 59)
+        return EZ_ERR;
+    *offset = (int64_t)(oh * 60 + om) * 60 * (*p == '-' ? -1 : 1);
+    return EZ_OK;
+}
+
+int ez_parse_time_us(const char *s, int64_t *out_us)
 {
     size_t n = strlen(s);
     if (n == 0)
         return EZ_ERR;
-    int64_t secs;
-    if (ez_parse_int64(s, 0, 253402300799LL, &secs) == EZ_OK) {
-        *out_unix = secs;
+    if (s[0] >= '0' && s[0] <= '9' && strspn(s, "0123456789") == n) {
+        int64_t secs;
+        if (n > 12 || ez_parse_int64(s, 0, EZ_MAX_UNIX, &secs) != EZ_OK)
+            return EZ_ERR;
+        *out_us = secs * 1000000;
         return EZ_OK;
     }
     /* YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM) */
@@ -210,38 +254,30 @@ int ez_parse_time(const char *s, int64_t *out_unix)
     if (n < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
         s[13] != ':' || s[16] != ':')
         return EZ_ERR;
-    if (digits(s, 4, &Y) || digits(s + 5, 2, &M) || digits(s + 8, 2, &D) ||
-        digits(s + 11, 2, &h) || digits(s + 14, 2, &m) || digits(s + 17, 2, &sec))
-        return EZ_ERR;
-    if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60)
+    if (take_digits(s, 4, &Y) || take_digits(s + 5, 2, &M) || take_digits(s + 8, 2, &D) ||
+        take_digits(s + 11, 2, &h) || take_digits(s + 14, 2, &m) || take_digits(s + 17, 2, &sec))
         return EZ_ERR;
     static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    if (D > mdays[M - 1])
+    if (M < 1 || M > 12 || D < 1 || D > mdays[M - 1] || (M == 2 && D == 29 && !leap(Y)) || h > 23 ||
+        m > 59 || sec > 60)
         return EZ_ERR;
     const char *p = s + 19;
-    if (*p == '.') {
-        p++;
-        if (*p < '0' || *p > '9')
-            return EZ_ERR;
-        while (*p >= '0' && *p <= '9')
-            p++;
-    }
-    int offset = 0;
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        int oh, om;
-        if (strlen(p) != 6 || p[3] != ':' || digits(p + 1, 2, &oh) || digits(p + 4, 2, &om) ||
-            oh > 23 || om > 59)
-            return EZ_ERR;
-        offset = (oh * 60 + om) * 60 * (*p == '-' ? -1 : 1);
-        p += 6;
-    } else {
+    int64_t frac_us, offset;
+    if (take_fraction(&p, &frac_us) != EZ_OK || take_offset(p, &offset) != EZ_OK)
         return EZ_ERR;
-    }
-    if (*p != '\0')
+    int64_t secs = days_from_civil(Y, M, D) * 86400 + h * 3600 + m * 60 + sec - offset;
+    if (secs < 0 || secs > EZ_MAX_UNIX)
         return EZ_ERR;
-    *out_unix = days_from_civil(Y, M, D) * 86400 + h * 3600 + m * 60 + sec - offset;
+    *out_us = secs * 1000000 + frac_us;
+    return EZ_OK;
+}
+
+int ez_parse_time(const char *s, int64_t *out_unix)
+{
+    int64_t us;
+    if (ez_parse_time_us(s, &us) != EZ_OK)
+        return EZ_ERR;
+    *out_unix = us / 1000000;
     return EZ_OK;
 }
 

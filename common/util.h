@@ -45,8 +45,15 @@ int64_t ez_now_ms(void);
 int64_t ez_mono_us(void);
 /* RFC 3339 UTC ("2026-01-03T09:07:57Z") of a unix time, into out (>= 32 bytes). */
 void ez_format_time(int64_t unix_secs, char *out, size_t outlen);
-/* Parses RFC 3339 (with Z or offset, optional fraction) or unix seconds. 0 ok, -1 bad. */
+/* Largest unix time accepted anywhere (9999-12-31T23:59:59Z). */
+#define EZ_MAX_UNIX 253402300799LL
+/*
+ * Parses RFC 3339 (Z or offset, optional fraction, real calendar dates) or
+ * unix seconds, between 1970 and EZ_MAX_UNIX. 0 ok, -1 bad.
+ */
 int ez_parse_time(const char *s, int64_t *out_unix) EZ_MUSTCHECK;
+/* The same, keeping the fraction: microseconds since the epoch. */
+int ez_parse_time_us(const char *s, int64_t *out_us) EZ_MUSTCHECK;
 
 /* Strict decimal integer parse of the whole string, with bounds. 0 ok, -1 bad. */
 int ez_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out) EZ_MUSTCHECK;

@@ -43,14 +43,6 @@ static const struct field b_fields[] = {
     {"updated_at", "updated_at", FT_TIME, F_SORT, 0, 0, NULL, NULL},
 };
 
-/* 400 naming prefix+field; message "<field> <msg>". */
-static int bad_field(struct rctx *x, const char *field, const char *fmt, const char *detail)
-{
-    char name[160];
-    snprintf(name, sizeof(name), "%s%s", x->prefix, field);
-    return reply_error(x->r, 400, "invalid_argument", name, "%s %s%s", name, fmt,
-                       detail ? detail : "");
-}
 
 /* True when `sql` with one parameter returns a row; -1 after answering on a DB error. */
 static int exists(struct rctx *x, const char *sql, const char *param)
@@ -134,7 +126,7 @@ static int b_before_write(struct rctx *x, const cJSON *body, struct wvals *vals)
         if (e < 0)
             goto out;
         if (e == 0) {
-            bad_field(x, "namespace", "names no existing namespace", NULL);
+            res_bad_field(x, "namespace", "names no existing namespace", NULL);
             goto out;
         }
     }
@@ -143,7 +135,7 @@ static int b_before_write(struct rctx *x, const cJSON *body, struct wvals *vals)
         if (e < 0)
             goto out;
         if (e == 0) {
-            bad_field(x, "group_id", "names no existing provider group", NULL);
+            res_bad_field(x, "group_id", "names no existing provider group", NULL);
             goto out;
         }
     }
@@ -154,7 +146,7 @@ static int b_before_write(struct rctx *x, const cJSON *body, struct wvals *vals)
     if (strcmp(st, "regex") == 0) {
         char why[128];
         if (selector_regex_check(sv, why, sizeof(why)) != 0) {
-            bad_field(x, "selector_value", "is not a valid POSIX extended regex: ", why);
+            res_bad_field(x, "selector_value", "is not a valid POSIX extended regex: ", why);
             goto out;
         }
     }

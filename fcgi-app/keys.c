@@ -123,49 +123,9 @@ static void i64s(char *buf, size_t len, int64_t v)
     snprintf(buf, len, "%lld", (long long)v);
 }
 
-/* Answers 400 naming field: "<field> <msg><detail>". */
-static int bad_field(struct rctx *x, const char *field, const char *msg, const char *detail)
-{
-    char name[160];
-    snprintf(name, sizeof(name), "%s%s", x->prefix ? x->prefix : "", field);
-    return reply_error(x->r, 400, "invalid_argument", name, "%s %s%s", name, msg,
-                       detail ? detail : "");
-}
 
-static bool list_has(const cJSON *list, const char *s)
-{
-    const cJSON *e;
-    cJSON_ArrayForEach(e, list)
-    {
-        if (cJSON_IsString(e) && strcmp(e->valuestring, s) == 0)
-            return true;
-    }
-    return false;
-}
 
-/*
- * A fresh token with its stored forms (hash, display prefix). Returns the
- * plaintext (caller wipes and frees) or NULL after answering 503.
- */
-static char *new_token(struct req *r, char hash[65], char *prefix, size_t plen)
-{
-    char *tok = ez_new_secret("sk-");
-    if (tok == NULL) {
-        reply_error(r, 503, "unavailable", NULL, "no randomness available for a new token");
-        return NULL;
-    }
-    ez_sha256_hex(tok, strlen(tok), hash);
-    snprintf(prefix, plen, "%.7s\xe2\x80\xa6", tok);
-    return tok;
-}
 
-static void free_secret(char *s)
-{
-    if (s) {
-        explicit_bzero(s, strlen(s));
-        free(s);
-    }
-}
 
 /* The next quota reset after now on UTC calendar boundaries; 0 for "none". */
 static int64_t next_reset(const char *period, int64_t now)
@@ -207,8 +167,8 @@ static int check_subset(struct rctx *x, const char *field, const char *list_json
             snprintf(ns, sizeof(ns), "%.*s", (int)(dot - v), v);
             v = ns;
         }
-        if (!list_has(allowed, v)) {
-            rc = bad_field(x, field, "reaches beyond the master's namespaces: ", v);
+        if (!json_list_has(allowed, v)) {
+            rc = res_bad_field(x, field, "reaches beyond the master's namespaces: ", v);
             break;
         }
     }
@@ -304,7 +264,7 @@ static int key_before_write(struct rctx *x, const cJSON *body, struct wvals *val
     const char *exp = wvals_get(vals, "expires_at", &exp_given);
     int64_t t;
     if (exp && (ez_parse_time(exp, &t) != EZ_OK || t <= now)) {
-        bad_field(x, "expires_at", "must be in the future", NULL);
+        res_bad_field(x, "expires_at", "must be in the future", NULL);
         goto out;
     }
 
@@ -337,7 +297,7 @@ static int key_before_write(struct rctx *x, const cJSON *body, struct wvals *val
 
     if (x->create) {
         char hash[65], prefix[32];
-        token = new_token(x->r, hash, prefix, sizeof(prefix));
+        token = res_new_secret(x->r, "sk-", hash, prefix, sizeof(prefix));
         if (token == NULL)
             goto out;
         wvals_set(vals, "token_hash", FT_TEXT, hash);
@@ -348,7 +308,7 @@ static int key_before_write(struct rctx *x, const cJSON *body, struct wvals *val
     }
     rc = EZ_OK;
 out:
-    free_secret(token);
+    ez_secret_free(token);
     PQclear(res);
     cJSON_Delete(eff);
     return rc;
@@ -488,7 +448,7 @@ static int rotate_apply(struct rctx *x, int64_t key_id, int64_t grace, char **to
     PQclear(res);
     res = NULL;
 
-    *tok = new_token(x->r, hash, prefix, sizeof(prefix));
+    *tok = res_new_secret(x->r, "sk-", hash, prefix, sizeof(prefix));
     if (*tok == NULL)
         goto out;
     const char *upd[4] = {kid, hash, prefix, gtxt};
@@ -552,7 +512,7 @@ int keys_rotate_for(struct req *r, int64_t master_id, int64_t key_id)
     reply_json(r, 200, row);
     rc = EZ_OK;
 out:
-    free_secret(tok);
+    ez_secret_free(tok);
     cJSON_Delete(row);
     return rc;
 }

@@ -78,43 +78,8 @@ static void i64s(char *buf, size_t len, int64_t v)
     snprintf(buf, len, "%lld", (long long)v);
 }
 
-/*
- * A fresh secret with its stored forms: hash (64 hex) and display prefix
- * (first 7 chars + "…"). Returns the plaintext (caller frees) or NULL after
- * answering 503 when the OS gave no randomness.
- */
-static char *new_master_key(struct req *r, char hash[65], char *prefix, size_t plen)
-{
-    char *key = ez_new_secret("mk-");
-    if (key == NULL) {
-        reply_error(r, 503, "unavailable", NULL, "no randomness available for a new key");
-        return NULL;
-    }
-    ez_sha256_hex(key, strlen(key), hash);
-    snprintf(prefix, plen, "%.7s\xe2\x80\xa6", key);
-    return key;
-}
 
-/* Answers 400 naming field (with the batch prefix): "<field> <msg><detail>". */
-static int bad_field(struct rctx *x, const char *field, const char *msg, const char *detail)
-{
-    char name[160];
-    snprintf(name, sizeof(name), "%s%s", x->prefix ? x->prefix : "", field);
-    return reply_error(x->r, 400, "invalid_argument", name, "%s %s%s", name, msg,
-                       detail ? detail : "");
-}
 
-/* True when the JSON list of strings holds s. */
-static bool list_has(const cJSON *list, const char *s)
-{
-    const cJSON *e;
-    cJSON_ArrayForEach(e, list)
-    {
-        if (cJSON_IsString(e) && strcmp(e->valuestring, s) == 0)
-            return true;
-    }
-    return false;
-}
 
 /*
  * Every namespace in the JSON list (text) must exist: locks them against a
@@ -138,7 +103,7 @@ static int namespaces_exist(struct rctx *x, const char *field, const char *list_
         return EZ_ERR;
     int rc = EZ_OK;
     if (PQntuples(res) > 0)
-        rc = bad_field(x, field, "names a namespace that does not exist: ", PQgetvalue(res, 0, 0));
+        rc = res_bad_field(x, field, "names a namespace that does not exist: ", PQgetvalue(res, 0, 0));
     PQclear(res);
     return rc;
 }
@@ -199,7 +164,7 @@ static int master_before_write(struct rctx *x, const cJSON *body, struct wvals *
                 if (j++ >= i)
                     break;
                 if (strcmp(f->valuestring, e->valuestring) == 0) {
-                    bad_field(x, "namespaces", "lists a namespace twice: ", e->valuestring);
+                    res_bad_field(x, "namespaces", "lists a namespace twice: ", e->valuestring);
                     goto out;
                 }
             }
@@ -210,14 +175,14 @@ static int master_before_write(struct rctx *x, const cJSON *body, struct wvals *
     }
 
     const char *def = def_given ? def_text : cur_def;
-    if (!def_given && x->create && cJSON_GetArraySize(new_ns) > 0 && !list_has(new_ns, def)) {
+    if (!def_given && x->create && cJSON_GetArraySize(new_ns) > 0 && !json_list_has(new_ns, def)) {
         /* A new master listing namespaces without naming a default: the first one. */
         def = cJSON_GetArrayItem(new_ns, 0)->valuestring;
         wvals_set(vals, "default_namespace", FT_TEXT, def);
         def_given = true;
     }
-    if (cJSON_GetArraySize(new_ns) > 0 && !list_has(new_ns, def)) {
-        bad_field(x, "default_namespace", "must be one of namespaces", NULL);
+    if (cJSON_GetArraySize(new_ns) > 0 && !json_list_has(new_ns, def)) {
+        res_bad_field(x, "default_namespace", "must be one of namespaces", NULL);
         goto out;
     }
     if (def_given) {
@@ -264,7 +229,7 @@ static int master_before_write(struct rctx *x, const cJSON *body, struct wvals *
 
     if (x->create) {
         char hash[65], prefix[32];
-        key = new_master_key(x->r, hash, prefix, sizeof(prefix));
+        key = res_new_secret(x->r, "mk-", hash, prefix, sizeof(prefix));
         if (key == NULL)
             goto out;
         wvals_set(vals, "key_hash", FT_TEXT, hash);
@@ -275,10 +240,7 @@ static int master_before_write(struct rctx *x, const cJSON *body, struct wvals *
     }
     rc = EZ_OK;
 out:
-    if (key) {
-        explicit_bzero(key, strlen(key));
-        free(key);
-    }
+    ez_secret_free(key);
     PQclear(res);
     cJSON_Delete(cur_ns);
     cJSON_Delete(new_ns);
@@ -398,7 +360,7 @@ static int manage_apply(struct rctx *x, const char *action, char **new_key)
 
     if (rotate) {
         char hash[65], prefix[32];
-        *new_key = new_master_key(x->r, hash, prefix, sizeof(prefix));
+        *new_key = res_new_secret(x->r, "mk-", hash, prefix, sizeof(prefix));
         if (*new_key == NULL)
             goto out;
         const char *params[3] = {idtxt, hash, prefix};
@@ -504,10 +466,7 @@ int masters_manage(struct req *r)
     reply_json(r, 200, row);
     rc = EZ_OK;
 out:
-    if (new_key) {
-        explicit_bzero(new_key, strlen(new_key));
-        free(new_key);
-    }
+    ez_secret_free(new_key);
     cJSON_Delete(row);
     cJSON_Delete(body);
     return rc;

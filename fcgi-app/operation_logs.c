@@ -25,7 +25,7 @@ static int time_filter(struct req *r, const char *name, char *out, size_t len, b
     const char *v = req_query(r, name);
     if (v == NULL || *v == '\0')
         return EZ_OK;
-    if (ez_parse_time(v, t) != EZ_OK || *t < 0 || *t > 253402300799LL)
+    if (ez_parse_time(v, t) != EZ_OK || *t < 0 || *t > EZ_MAX_UNIX)
         return reply_error(r, 400, "invalid_argument", name,
                            "%s must be an RFC 3339 time or unix seconds", name);
     ez_format_time(*t, out, len);

@@ -76,13 +76,6 @@ static const struct field pg_fields[] = {
     {"updated_at", "updated_at", FT_TIME, F_SORT, 0, 0, NULL, NULL},
 };
 
-/* 400 naming prefix+field. */
-static int bad_field(struct rctx *x, const char *field, const char *msg)
-{
-    char name[160];
-    snprintf(name, sizeof(name), "%s%s", x->prefix, field);
-    return reply_error(x->r, 400, "invalid_argument", name, "%s %s", name, msg);
-}
 
 static bool is_vertex(const char *type)
 {
@@ -129,7 +122,7 @@ static int pg_before_write(struct rctx *x, const cJSON *body, struct wvals *vals
     if (!has)
         url = cur ? PQgetvalue(cur, 0, 1) : "";
     if (strcmp(type, "compatible") == 0 && (url == NULL || *url == '\0')) {
-        bad_field(x, "base_url", "is required for type compatible");
+        res_bad_field(x, "base_url", "is required for type compatible", NULL);
         goto out;
     }
     const char *loc = wvals_get(vals, "google_location", &has);
@@ -155,7 +148,7 @@ static int pg_before_write(struct rctx *x, const cJSON *body, struct wvals *vals
                 if (strcmp(a->valuestring, b->valuestring) == 0) {
                     char what[48];
                     snprintf(what, sizeof(what), "models[%d]", i);
-                    bad_field(x, what, "repeats a model id");
+                    res_bad_field(x, what, "repeats a model id", NULL);
                     goto out;
                 }
                 j++;

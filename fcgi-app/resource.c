@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "crypto.h"
 #include "json.h"
 #include "log.h"
 #include "wctx.h"
@@ -57,13 +58,31 @@ void wvals_free(struct wvals *w)
 
 /* ---- validation ---- */
 
-/* Answers 400 naming the field (with the batch prefix): "<field> <msg><detail>". */
-static int bad(struct rctx *x, const struct field *f, const char *msg, const char *detail)
+int res_bad_field(struct rctx *x, const char *field, const char *msg, const char *detail)
 {
     char name[160];
-    snprintf(name, sizeof(name), "%s%s", x->prefix ? x->prefix : "", f->name);
+    snprintf(name, sizeof(name), "%s%s", x->prefix ? x->prefix : "", field);
     return reply_error(x->r, 400, "invalid_argument", name, "%s %s%s", name, msg,
                        detail ? detail : "");
+}
+
+static int bad(struct rctx *x, const struct field *f, const char *msg, const char *detail)
+{
+    return res_bad_field(x, f->name, msg, detail);
+}
+
+char *res_new_secret(struct req *r, const char *prefix, char hash[65], char *display,
+                     size_t dlen)
+{
+    char *s = ez_new_secret(prefix);
+    if (s == NULL) {
+        reply_error(r, 503, "unavailable", NULL, "no randomness available for a new secret");
+        return NULL;
+    }
+    ez_sha256_hex(s, strlen(s), hash);
+    /* Enough to tell keys apart in a list, far too little to use one. */
+    snprintf(display, dlen, "%.7s\xe2\x80\xa6", s);
+    return s;
 }
 
 static bool in_choices(const char *const *choices, const char *v)
@@ -608,7 +627,9 @@ int res_get(struct req *r, const struct resource *res, int64_t id, int64_t scope
     return EZ_OK;
 }
 
-int res_create(struct req *r, const struct resource *res, int64_t scope_master)
+/* One create (id 0) or partial update in its own transaction, answered with the row. */
+static int write_single(struct req *r, const struct resource *res, int64_t id,
+                        int64_t scope_master)
 {
     cJSON *body = NULL;
     if (req_json_object(r, &body) != EZ_OK)
@@ -620,42 +641,27 @@ int res_create(struct req *r, const struct resource *res, int64_t scope_master)
     }
     struct rctx x;
     rctx_init(&x, r, res, c, scope_master);
-    int rc = insert_one(&x, body, "create");
+    int rc = id == 0 ? insert_one(&x, body, "create") : update_one(&x, id, body, "update");
     if (rc == EZ_OK)
         rc = tx_commit(r, c);
     else
         tx_rollback(r, c);
     if (rc == EZ_OK)
-        reply_row(&x, 201);
+        reply_row(&x, id == 0 ? 201 : 200);
     cJSON_Delete(x.extra_out);
     cJSON_Delete(x.outbox_payload);
     cJSON_Delete(body);
     return rc;
 }
 
+int res_create(struct req *r, const struct resource *res, int64_t scope_master)
+{
+    return write_single(r, res, 0, scope_master);
+}
+
 int res_update(struct req *r, const struct resource *res, int64_t id, int64_t scope_master)
 {
-    cJSON *body = NULL;
-    if (req_json_object(r, &body) != EZ_OK)
-        return EZ_ERR;
-    PGconn *c = tx_begin(r);
-    if (c == NULL) {
-        cJSON_Delete(body);
-        return EZ_ERR;
-    }
-    struct rctx x;
-    rctx_init(&x, r, res, c, scope_master);
-    int rc = update_one(&x, id, body, "update");
-    if (rc == EZ_OK)
-        rc = tx_commit(r, c);
-    else
-        tx_rollback(r, c);
-    if (rc == EZ_OK)
-        reply_row(&x, 200);
-    cJSON_Delete(x.extra_out);
-    cJSON_Delete(x.outbox_payload);
-    cJSON_Delete(body);
-    return rc;
+    return write_single(r, res, id, scope_master);
 }
 
 int res_delete(struct req *r, const struct resource *res, int64_t id, int64_t scope_master)

@@ -151,6 +151,21 @@ void res_select_cols(const struct resource *res, buf_t *out);
 /* Renders row `row` of res (columns as produced by res_select_cols). */
 cJSON *res_render_row(const struct resource *res, PGresult *pg, int row);
 
+/*
+ * Answers 400 naming a field (with the batch prefix, "items[3].name"): the
+ * message reads "<field> <msg><detail>". Returns -1 for `return res_bad_field(...)`.
+ */
+int res_bad_field(struct rctx *x, const char *field, const char *msg, const char *detail);
+
+/*
+ * A new secret (master key "mk-", token "sk-") with its stored forms: the
+ * lowercase hex SHA-256 into hash and the display prefix ("sk-abcd…") into
+ * display. Returns the plaintext (free it with ez_secret_free) or NULL after
+ * answering 503 when the OS gives no randomness.
+ */
+char *res_new_secret(struct req *r, const char *prefix, char hash[65], char *display,
+                     size_t dlen);
+
 /* Masks a secret for display: "sk-1…9xyz". Caller frees. */
 char *mask_secret(const char *s);
 
