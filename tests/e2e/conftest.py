@@ -87,6 +87,25 @@ def wait_for(predicate, timeout=30.0, interval=0.05, message=None):
         time.sleep(interval)
 
 
+# Every secret the tests create or send (master keys, tokens, upstream API
+# keys, webhook secrets): test_zz_secrets.py checks none of them leaked into
+# a log or a table at the end of the run.
+SECRETS = set()
+SECRET_FIELDS = ("master_key", "token", "api_key", "secret")
+
+
+def remember_secrets(obj):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k in SECRET_FIELDS and isinstance(v, str) and len(v) >= 12 and "\u2026" not in v:
+                SECRETS.add(v)
+            else:
+                remember_secrets(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            remember_secrets(v)
+
+
 class Stack:
     """A running stack, described by its stack.env."""
 
@@ -137,7 +156,14 @@ class Stack:
                 headers.setdefault("Authorization", f"Bearer {token}")
         kw.setdefault("timeout", 30)
         kw.setdefault("allow_redirects", False)
-        return self.session.request(method, self.url + path, headers=headers, **kw)
+        remember_secrets(kw.get("json"))
+        resp = self.session.request(method, self.url + path, headers=headers, **kw)
+        if resp.headers.get("Content-Type", "").startswith("application/json"):
+            try:
+                remember_secrets(resp.json())
+            except ValueError:
+                pass
+        return resp
 
     # ------------------------------------------------------------ processes
     def ctl(self, action, component, env=None, check=True, timeout=180):
