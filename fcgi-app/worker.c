@@ -61,10 +61,23 @@ void wctx_nudge_background(struct wctx *w)
     void *s = wctx_zmq(w);
     if (s == NULL)
         return;
-    /* Best effort: the background's interval timer is the fallback when this is lost. */
-    if (zmq_send(s, WIRE_NUDGE, strlen(WIRE_NUDGE), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
-        zmq_send(s, "", 0, ZMQ_DONTWAIT) < 0)
-        log_debug("event=nudge_not_sent error=\"%s\"", zmq_strerror(zmq_errno()));
+    /*
+     * Best effort: the background's interval timer is the fallback when this
+     * is lost. With ZMQ_IMMEDIATE a send fails while the connection is still
+     * being set up (right after start, or after the background restarted), so
+     * wait briefly for it to become writable and try once more.
+     */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (zmq_send(s, WIRE_NUDGE, strlen(WIRE_NUDGE), ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0) {
+            if (zmq_send(s, "", 0, ZMQ_DONTWAIT) < 0)
+                log_debug("event=nudge_part_lost error=\"%s\"", zmq_strerror(zmq_errno()));
+            return;
+        }
+        zmq_pollitem_t item = {.socket = s, .fd = 0, .events = ZMQ_POLLOUT, .revents = 0};
+        if (attempt == 0 && zmq_poll(&item, 1, 50) <= 0)
+            break;
+    }
+    log_debug("event=nudge_not_sent error=\"%s\"", zmq_strerror(zmq_errno()));
 }
 
 static void handle_one(FCGX_Request *fr, struct wctx *w)
@@ -93,6 +106,9 @@ static void *thread_main(void *arg)
     db_init(&w.db, slot->cfg->pg_dsn);
     db_init(&w.log_db, config_log_dsn(slot->cfg));
     rds_init(&w.redis, slot->cfg->redis_addr, slot->cfg->redis_password, slot->cfg->redis_db);
+
+    /* Connect to the background now, so the first nudge does not race the handshake. */
+    (void)wctx_zmq(&w);
 
     FCGX_Request fr;
     FCGX_InitRequest(&fr, slot->listen_fd, FCGI_FAIL_ACCEPT_ON_INTR);

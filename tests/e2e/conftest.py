@@ -97,7 +97,9 @@ SECRET_FIELDS = ("master_key", "token", "api_key", "secret")
 def remember_secrets(obj):
     if isinstance(obj, dict):
         for k, v in obj.items():
-            if k in SECRET_FIELDS and isinstance(v, str) and len(v) >= 12 and "\u2026" not in v:
+            # Secrets are long printable ASCII tokens; masked forms carry "…".
+            if (k in SECRET_FIELDS and isinstance(v, str) and len(v) >= 12 and v.isascii()
+                    and v.isprintable() and " " not in v and "\u2026" not in v):
                 SECRETS.add(v)
             else:
                 remember_secrets(v)
