@@ -7,8 +7,13 @@
 #include "bg.h"
 #include "log.h"
 #include "log_sink.h"
+#include "model_registry.h"
 #include "outbox.h"
+#include "partitions.h"
+#include "quota_reset.h"
+#include "retention.h"
 #include "snapshot.h"
+#include "webhook.h"
 
 /*
  * Every job of the daemon, run in this order when several are due at once.
@@ -40,7 +45,32 @@ static struct bg_job job_table[] = {
      .at_start = true},
     {.name = "outbox", .interval_ms = outbox_interval_ms, .run = outbox_run, .at_start = true},
     {.name = "expiry", .interval_ms = expiry_interval_ms, .run = expiry_run, .at_start = true},
+    {.name = "quota_reset",
+     .interval_ms = quota_reset_interval_ms,
+     .run = quota_reset_run,
+     .at_start = true},
     {.name = "outbox_prune", .interval_ms = outbox_prune_interval_ms, .run = outbox_prune_run},
+    /* request_logs upkeep (docs/log-pipeline.md): partitions first, so retention sees them. */
+    {.name = "log_partitions",
+     .interval_ms = log_partitions_interval_ms,
+     .run = log_partitions_run,
+     .at_start = true},
+    {.name = "log_retention",
+     .interval_ms = log_retention_interval_ms,
+     .run = log_retention_run,
+     .at_start = true,
+     .fini = log_retention_fini},
+    /* Its fetch runs on a helper thread that kicks it when done (docs/model-registry.md). */
+    {.name = MODEL_REGISTRY_JOB,
+     .interval_ms = model_registry_interval_ms,
+     .run = model_registry_run,
+     .at_start = true,
+     .fini = model_registry_fini},
+    /* Its POST runs on a thread of its own: a slow receiver never holds up the loop. */
+    {.name = "webhook",
+     .interval_ms = webhook_interval_ms,
+     .run = webhook_run,
+     .fini = webhook_fini},
 };
 
 #define N_JOBS EZ_ARRAY_LEN(job_table)

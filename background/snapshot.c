@@ -16,6 +16,8 @@
 #include "bg.h"
 #include "jobs.h"
 #include "log.h"
+#include "models_dev.h"
+#include "selector.h"
 #include "snapshot_shapes.h"
 
 /* Commands appended before their replies are read. */
@@ -311,6 +313,10 @@ static const char models_where[] = " WHERE name = ANY($1::text[])";
 static const char features_sql[] = "SELECT name, value FROM features ORDER BY name COLLATE \"C\"";
 
 static const char registry_sql[] = "SELECT source, version FROM model_registry_state WHERE id = 1";
+
+/* Registry entries (model_registry job) by upstream model id: the third step of the precedence. */
+static const char registry_models_sql[] = "SELECT name, data::text FROM model_registry_models";
+static const char registry_models_where[] = " WHERE name = ANY($1::text[])";
 
 /* sql + where (+ tail) as one statement text; the caller frees. Only constant pieces. */
 static char *sql_join(const char *a, const char *b, const char *c)
@@ -801,6 +807,8 @@ struct model_index {
     const PGresult *res;
     int *order; /* row numbers sorted by name */
     int n;
+    /* Models only: the registry entries (name, data), indexed the same way; NULL = none. */
+    const struct model_index *registry;
 };
 
 static int cmp_model_row(const void *a, const void *b, void *arg)
@@ -838,17 +846,68 @@ static int model_find(const struct model_index *mi, const char *name)
 }
 
 /*
- * The meta:models value of binding key ns.pm (DATA.md "Model"): the Model
- * named "ns.pm", else the one named "pm", else {"name", "kind": "chat"}.
- * (The registry's entry for the upstream model comes with the registry job.)
+ * The registry entry of an upstream model: its exact id, else its
+ * normalize_exact form ("OpenAI/GPT-4o" -> "gpt-4o"). -1 when none.
  */
-static char *model_json_for(const struct model_index *mi, const char *bkey, const char *pm)
+static int registry_find(const struct model_index *ri, const char *upstream)
+{
+    int row = model_find(ri, upstream);
+    if (row >= 0)
+        return row;
+    char *norm = selector_normalize(upstream);
+    row = model_find(ri, norm);
+    free(norm);
+    return row;
+}
+
+/*
+ * The registry's capability for binding key bkey: the entry of the upstream
+ * model that the first candidate (in group order) with an entry resolves to
+ * (the selector alone decides; API keys do not matter for what a model can
+ * do). NULL when no candidate leads to one.
+ */
+static char *registry_json_for(const struct model_index *ri, const char *bkey, const char *pm,
+                               const struct shape_candidate *c, size_t n)
+{
+    if (ri == NULL || ri->n == 0)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        const char *type = c[i].selector_type && c[i].selector_type[0] ? c[i].selector_type
+                                                                       : "exact";
+        const char *value = c[i].selector_value && c[i].selector_value[0] ? c[i].selector_value
+                                                                          : pm;
+        const char *up = NULL;
+        if (selector_resolve(type, value, c[i].models, c[i].nmodels, &up) != 0)
+            continue;
+        int row = registry_find(ri, up);
+        if (row < 0)
+            continue;
+        cJSON *cap = cJSON_Parse(col_str(ri->res, row, 1));
+        struct shape_model m;
+        int ok = models_dev_to_shape(cap, &m);
+        char *json = ok == EZ_OK ? shape_model_json(bkey, &m) : NULL;
+        cJSON_Delete(cap);
+        if (json)
+            return json;
+    }
+    return NULL;
+}
+
+/*
+ * The meta:models value of binding key ns.pm (DATA.md "Model"): the Model
+ * named "ns.pm", else the one named "pm", else the registry's entry for the
+ * resolved upstream model, else {"name", "kind": "chat"}.
+ */
+static char *model_json_for(const struct model_index *mi, const char *bkey, const char *pm,
+                            const struct shape_candidate *c, size_t n)
 {
     int row = model_find(mi, bkey);
     if (row < 0)
         row = model_find(mi, pm);
-    if (row < 0)
-        return shape_model_json(bkey, NULL);
+    if (row < 0) {
+        char *reg = registry_json_for(mi->registry, bkey, pm, c, n);
+        return reg ? reg : shape_model_json(bkey, NULL);
+    }
     const PGresult *r = mi->res;
     struct shape_model m = {
         .kind = col_str(r, row, MD_KIND),
@@ -952,7 +1011,7 @@ static void compile_binding(const PGresult *res, int from, int to, const struct 
     }
     snprintf(out->key, sizeof(out->key), "%s.%s", ns, pm);
     out->binding = shape_binding_json(ns, pm, updated, c, n);
-    out->model = model_json_for(mi, out->key, pm);
+    out->model = model_json_for(mi, out->key, pm, c, n);
 
     for (size_t i = 0; i < n; i++) {
         cJSON_Delete(models[i]);
@@ -1240,21 +1299,55 @@ static void write_binding_field(struct compiled *cb, void *arg)
     snap_strs_add(&s->written, cb->key);
 }
 
+/*
+ * The registry entries the candidates of a bindings_sql result may resolve
+ * to: every model id their groups serve, exact and normalised. NULL on error.
+ */
+static PGresult *registry_for_bindings(PGconn *conn, const PGresult *res, char *err, size_t errlen)
+{
+    struct snap_strs ids = {0};
+    for (int i = 0; i < PQntuples(res); i++) {
+        cJSON *models = cJSON_Parse(col_str(res, i, BD_MODELS));
+        const cJSON *it;
+        cJSON_ArrayForEach(it, models)
+        {
+            if (!cJSON_IsString(it))
+                continue;
+            char *norm = selector_normalize(it->valuestring);
+            snap_strs_add(&ids, it->valuestring);
+            snap_strs_add(&ids, norm);
+            free(norm);
+        }
+        cJSON_Delete(models);
+    }
+    strs_unique(&ids);
+    char *lit = strs_literal(&ids);
+    char *sql = sql_join(registry_models_sql, registry_models_where, NULL);
+    PGresult *reg = query(conn, "registry models", sql, 1, lit, NULL, err, errlen);
+    free(sql);
+    free(lit);
+    strs_free(&ids);
+    return reg;
+}
+
 static int apply_bindings(PGconn *conn, struct pipe *p, const struct snap_work *w, char *err,
                           size_t errlen)
 {
     struct snap_strs names = {0};
-    struct model_index mi = {0};
+    struct model_index mi = {0}, ri = {0};
     struct binding_sink sink = {.p = p};
     char *klit = strs_literal(&w->binding_keys);
     char *nlit = NULL;
     char *sql = sql_join(bindings_sql, bindings_where, bindings_order);
     char *msql = sql_join(models_sql, models_where, NULL);
-    PGresult *res = NULL, *mres = NULL;
+    PGresult *res = NULL, *mres = NULL, *rres = NULL;
     int rc = EZ_ERR;
 
     res = query(conn, "bindings", sql, 1, klit, NULL, err, errlen);
     if (res == NULL)
+        goto out;
+    rres = registry_for_bindings(conn, res, err, errlen);
+    if (rres == NULL)
         goto out;
     /* The Models a key's capability may come from: "ns.pm" and "pm". */
     for (size_t i = 0; i < w->binding_keys.n; i++) {
@@ -1269,6 +1362,8 @@ static int apply_bindings(PGconn *conn, struct pipe *p, const struct snap_work *
     if (mres == NULL)
         goto out;
     model_index_init(&mi, mres);
+    model_index_init(&ri, rres);
+    mi.registry = &ri;
     for_each_binding(res, &mi, write_binding_field, &sink);
     strs_unique(&sink.written);
     /* A key with no candidate left leaves both hashes. */
@@ -1282,10 +1377,12 @@ static int apply_bindings(PGconn *conn, struct pipe *p, const struct snap_work *
     rc = EZ_OK;
 out:
     free(mi.order);
+    free(ri.order);
     strs_free(&names);
     strs_free(&sink.written);
     PQclear(res);
     PQclear(mres);
+    PQclear(rres);
     free(klit);
     free(nlit);
     free(sql);
@@ -1426,6 +1523,7 @@ out:
 /* Everything a rebuild reads, from one REPEATABLE READ transaction. */
 struct rebuild_data {
     PGresult *tokens, *masters, *providers, *bindings, *models, *features, *registry, *covered;
+    PGresult *registry_models;
 };
 
 static void rebuild_data_free(struct rebuild_data *d)
@@ -1438,6 +1536,7 @@ static void rebuild_data_free(struct rebuild_data *d)
     PQclear(d->features);
     PQclear(d->registry);
     PQclear(d->covered);
+    PQclear(d->registry_models);
     memset(d, 0, sizeof(*d));
 }
 
@@ -1471,7 +1570,9 @@ static int rebuild_read(PGconn *conn, struct rebuild_data *d, char *err, size_t 
         !(d->bindings = query(conn, "bindings", bsql, 0, NULL, NULL, err, errlen)) ||
         !(d->models = query(conn, "models", models_sql, 0, NULL, NULL, err, errlen)) ||
         !(d->features = query(conn, "features", features_sql, 0, NULL, NULL, err, errlen)) ||
-        !(d->registry = query(conn, "registry state", registry_sql, 0, NULL, NULL, err, errlen)))
+        !(d->registry = query(conn, "registry state", registry_sql, 0, NULL, NULL, err, errlen)) ||
+        !(d->registry_models = query(conn, "registry models", registry_models_sql, 0, NULL, NULL,
+                                     err, errlen)))
         goto out;
     if (exec_simple(conn, "COMMIT", err, errlen) != EZ_OK)
         goto out;
@@ -1570,7 +1671,7 @@ static int rebuild_write(struct pipe *p, const struct rebuild_data *d, int64_t v
                          long *stale_tokens, long *stale_masters)
 {
     struct snap_strs token_keep = {0}, master_keep = {0};
-    struct model_index mi = {0};
+    struct model_index mi = {0}, ri = {0};
     struct hwriter hw_prov, hw_bind, hw_models, hw_meta;
     struct rebuild_bindings rb = {.bind = &hw_bind, .models = &hw_models};
     int rc = EZ_ERR;
@@ -1601,6 +1702,8 @@ static int rebuild_write(struct pipe *p, const struct rebuild_data *d, int64_t v
     hw_commit(&hw_prov);
 
     model_index_init(&mi, d->models);
+    model_index_init(&ri, d->registry_models);
+    mi.registry = &ri;
     hw_begin(&hw_bind, p, "config:bindings");
     hw_begin(&hw_models, p, "meta:models");
     for_each_binding(d->bindings, &mi, collect_binding, &rb);
@@ -1640,6 +1743,7 @@ out:
     free(rb.names);
     free(rb.values);
     free(mi.order);
+    free(ri.order);
     strs_free(&token_keep);
     strs_free(&master_keep);
     return rc;

@@ -1,4 +1,4 @@
-/* The ROUTER socket workers talk to: ping/pong, outbox nudges, log batches (to log_sink.c). */
+/* The ROUTER socket workers talk to: ping/pong, outbox nudges, job kicks, log batches (to log_sink.c). */
 #include "zmq_server.h"
 
 #include <errno.h>
@@ -138,6 +138,11 @@ int zmq_server_open(struct bg_ctx *ctx)
     }
     if (ipc == 1)
         snprintf(ctx->ipc_path, sizeof(ctx->ipc_path), "%s", path);
+    if (zmq_bind(ctx->router, ZS_SELF_ENDPOINT) != 0) {
+        log_error("event=zmq_bind_failed endpoint=%s error=\"%s\"", ZS_SELF_ENDPOINT,
+                  zmq_strerror(zmq_errno()));
+        goto fail;
+    }
     log_info("event=zmq_listening endpoint=%s", ep);
     return EZ_OK;
 fail:
@@ -277,6 +282,18 @@ static void handle(struct bg_ctx *ctx, zmq_msg_t *frames, int n, bool truncated)
         reply(ctx, frames, nenv, WIRE_PONG, parts, lens, np);
     } else if (frame_is(t, WIRE_NUDGE)) {
         jobs_kick("outbox");
+    } else if (frame_is(t, WIRE_KICK)) {
+        /* [kick][job name]: jobs_kick ignores names it does not know. */
+        char job[WIRE_JOB_NAME_MAX + 1];
+        size_t len = npay >= 1 ? zmq_msg_size(&frames[first]) : 0;
+        if (len == 0 || len > WIRE_JOB_NAME_MAX ||
+            memchr(zmq_msg_data(&frames[first]), '\0', len) != NULL) {
+            warn_dropped(ctx, DROP_MALFORMED, WIRE_KICK);
+            return;
+        }
+        memcpy(job, zmq_msg_data(&frames[first]), len);
+        job[len] = '\0';
+        jobs_kick(job);
     } else if (frame_is(t, WIRE_LOGS)) {
         /* [logs][seq][records]: the log sink spools the batch and acks or nacks it with seq. */
         const void *envp[2];

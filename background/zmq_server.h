@@ -13,6 +13,12 @@ struct bg_ctx;
 #define ZS_DRAIN_MAX 4096
 /* Most frames kept from one message; extra frames are read and discarded. */
 #define ZS_MAX_FRAMES 8
+/*
+ * A second endpoint of the same ROUTER, inside the process: a helper thread
+ * (the model registry's fetch) connects a DEALER here to kick its job when
+ * its work is ready, whatever the public endpoint looks like.
+ */
+#define ZS_SELF_ENDPOINT "inproc://ezapi-background-self"
 
 /*
  * Creates the ZeroMQ context and binds a ROUTER socket at

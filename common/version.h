@@ -6,6 +6,6 @@
 /* Highest migration in sql/main that this build needs (workers refuse older schemas). */
 #define EZ_SCHEMA_VERSION 2
 /* Highest migration in sql/log that this build needs. */
-#define EZ_LOG_SCHEMA_VERSION 1
+#define EZ_LOG_SCHEMA_VERSION 2
 
 #endif

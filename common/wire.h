@@ -11,5 +11,9 @@
 #define WIRE_LOGS "logs" /* worker -> bg: [seq][records JSON]; bg replies ack/nack */
 #define WIRE_ACK "ack"
 #define WIRE_NACK "nack"
+/* worker -> bg: [kick][job name] makes that job due now (e.g. "model_registry"); no reply */
+#define WIRE_KICK "kick"
+/* Longest job name a kick may carry. */
+#define WIRE_JOB_NAME_MAX 63
 
 #endif

@@ -61,6 +61,9 @@ int models_get(struct req *r);
 int models_update(struct req *r);
 int models_delete(struct req *r);
 int models_batch(struct req *r);
+/* registry.c */
+int registry_get(struct req *r);
+int registry_refresh(struct req *r);
 int bindings_list(struct req *r);
 int bindings_create(struct req *r);
 int bindings_get(struct req *r); /* adds "resolved" */
@@ -96,6 +99,15 @@ int logs_delete(struct req *r);
 int logs_stats(struct req *r);
 int tenant_logs_list(struct req *r);
 int tenant_logs_stats(struct req *r);
+/* webhook.c: the error-rate alert's settings and test delivery */
+int webhook_get(struct req *r);
+int webhook_put(struct req *r);
+int webhook_test(struct req *r);
 /* -- end logs -- */
+
+/* -- import.c, tenant_stats.c -- */
+int import_post(struct req *r);
+int tenant_stats(struct req *r);
+/* -- end import -- */
 
 #endif

@@ -71,8 +71,7 @@ static int bad(struct rctx *x, const struct field *f, const char *msg, const cha
     return res_bad_field(x, f->name, msg, detail);
 }
 
-char *res_new_secret(struct req *r, const char *prefix, char hash[65], char *display,
-                     size_t dlen)
+char *res_new_secret(struct req *r, const char *prefix, char hash[65], char *display, size_t dlen)
 {
     char *s = ez_new_secret(prefix);
     if (s == NULL) {
@@ -335,6 +334,92 @@ cJSON *res_render_row(const struct resource *res, PGresult *pg, int row)
     return o;
 }
 
+/*
+ * res_fetch runs as a named prepared statement on each connection: a
+ * primary-key read is the hottest admin query, and parsing, analysing and
+ * planning it anew took about two thirds of PostgreSQL's time for it
+ * (docs/bench.md). Each worker thread owns its connection, so the record of
+ * what is prepared is thread-local; it belongs to one connection (pointer
+ * and backend pid), so a reconnect starts empty and prepares again.
+ * Statement names carry a hash of their text: a name that already exists
+ * on the server holds the same SQL, so "already exists" counts as prepared.
+ * Prepared statements survive a rolled-back transaction.
+ */
+#define FETCH_STMTS 32
+#define SQLSTATE_NO_STATEMENT "26000"     /* invalid_sql_statement_name */
+#define SQLSTATE_STATEMENT_EXISTS "42P05" /* duplicate_prepared_statement */
+
+struct fetch_stmts {
+    const PGconn *conn;
+    int backend_pid;
+    int n;
+    char names[FETCH_STMTS][64];
+};
+static _Thread_local struct fetch_stmts fetch_stmts;
+
+static uint32_t fnv1a(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static bool sqlstate_is(const PGresult *res, const char *code)
+{
+    const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    return st != NULL && strcmp(st, code) == 0;
+}
+
+/*
+ * The prepared statement for sql on conn, preparing it on first use: true
+ * with its name in name, false when it could not be prepared (the caller
+ * runs the SQL unprepared, which reports any error itself).
+ */
+static bool fetch_prepared(PGconn *conn, const struct resource *res, const char *sql, int nparams,
+                           char name[64])
+{
+    struct fetch_stmts *fs = &fetch_stmts;
+    int pid = PQbackendPID(conn);
+    if (fs->conn != conn || fs->backend_pid != pid) {
+        fs->conn = conn;
+        fs->backend_pid = pid;
+        fs->n = 0;
+    }
+    snprintf(name, 64, "ez_fetch_%.32s_%08x", res->table, fnv1a(sql));
+    for (int i = 0; i < fs->n; i++)
+        if (strcmp(fs->names[i], name) == 0)
+            return true;
+    if (fs->n == FETCH_STMTS)
+        return false; /* more distinct reads than expected: simply not prepared */
+    PGresult *pr = PQprepare(conn, name, sql, nparams, NULL);
+    bool ok = PQresultStatus(pr) == PGRES_COMMAND_OK || sqlstate_is(pr, SQLSTATE_STATEMENT_EXISTS);
+    PQclear(pr);
+    if (ok)
+        snprintf(fs->names[fs->n++], sizeof(fs->names[0]), "%s", name);
+    return ok;
+}
+
+/* Runs the fetch prepared (or unprepared, see fetch_prepared); the caller checks the result. */
+static PGresult *fetch_exec(struct rctx *x, const char *sql, int n, const char *const *params)
+{
+    char name[64];
+    if (!fetch_prepared(x->c, x->res, sql, n, name))
+        return PQexecParams(x->c, sql, n, NULL, params, NULL, NULL, 0);
+    PGresult *res = PQexecPrepared(x->c, name, n, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK && sqlstate_is(res, SQLSTATE_NO_STATEMENT)) {
+        /* Dropped behind our back (DISCARD ALL, a pooler): forget them all, prepare again later. */
+        fetch_stmts.n = 0;
+        if (PQtransactionStatus(x->c) == PQTRANS_IDLE) {
+            PQclear(res);
+            res = PQexecParams(x->c, sql, n, NULL, params, NULL, NULL, 0);
+        }
+    }
+    return res;
+}
+
 /* SELECT <cols> FROM t WHERE id = $1 [AND scope = $2]; NULL when missing or failed. */
 cJSON *res_fetch(struct rctx *x, int64_t id)
 {
@@ -353,7 +438,7 @@ cJSON *res_fetch(struct rctx *x, int64_t id)
         n = 2;
     }
     cJSON *out = NULL;
-    PGresult *res = PQexecParams(x->c, sql.data, n, NULL, params, NULL, NULL, 0);
+    PGresult *res = fetch_exec(x, sql.data, n, params);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         log_error("event=fetch_failed table=%s error=\"%s\"", x->res->table,
                   PQresultErrorMessage(res));
@@ -628,8 +713,7 @@ int res_get(struct req *r, const struct resource *res, int64_t id, int64_t scope
 }
 
 /* One create (id 0) or partial update in its own transaction, answered with the row. */
-static int write_single(struct req *r, const struct resource *res, int64_t id,
-                        int64_t scope_master)
+static int write_single(struct req *r, const struct resource *res, int64_t id, int64_t scope_master)
 {
     cJSON *body = NULL;
     if (req_json_object(r, &body) != EZ_OK)
@@ -719,8 +803,8 @@ static const struct field *field_named(const struct resource *res, const char *n
 }
 
 /* Builds the WHERE clause from q, status and the F_FILTER fields; answers 400 itself. */
-static int list_where(struct req *r, const struct resource *res, int64_t scope_master,
-                      buf_t *where, char **params, int *n)
+static int list_where(struct req *r, const struct resource *res, int64_t scope_master, buf_t *where,
+                      char **params, int *n)
 {
     buf_puts(where, " WHERE true");
     if (scope_master > 0 && res->scope_col) {
@@ -747,12 +831,12 @@ static int list_where(struct req *r, const struct resource *res, int64_t scope_m
         int64_t iv;
         if (f->type == FT_ID || f->type == FT_INT) {
             if (ez_parse_int64(v, INT64_MIN, INT64_MAX, &iv) != EZ_OK)
-                return reply_error(r, 400, "invalid_argument", f->name,
-                                   "%s must be an integer", f->name);
+                return reply_error(r, 400, "invalid_argument", f->name, "%s must be an integer",
+                                   f->name);
         } else if (f->type == FT_BOOL) {
             if (strcmp(v, "true") != 0 && strcmp(v, "false") != 0)
-                return reply_error(r, 400, "invalid_argument", f->name,
-                                   "%s must be true or false", f->name);
+                return reply_error(r, 400, "invalid_argument", f->name, "%s must be true or false",
+                                   f->name);
         } else if (f->choices && !in_choices(f->choices, v)) {
             return reply_error(r, 400, "invalid_argument", f->name,
                                "%s is not one of the accepted values", f->name);
@@ -912,8 +996,8 @@ int res_batch(struct req *r, const struct resource *res, const char *const *stat
     }
     const char *action = act->valuestring;
     bool create = strcmp(action, "create") == 0, del = strcmp(action, "delete") == 0;
-    const char *status = create || del ? NULL
-                                       : status_for_action(action, status_actions, status_values);
+    const char *status =
+        create || del ? NULL : status_for_action(action, status_actions, status_values);
     if (!create && !del && status == NULL) {
         reply_error(r, 400, "invalid_argument", "action", "unknown batch action");
         goto out;

@@ -54,6 +54,9 @@ const struct route router_routes[] = {
     {"GET", "/admin/models", models_list, AUTH_ADMIN, 0},
     {"POST", "/admin/models", models_create, AUTH_ADMIN, 0},
     {"POST", "/admin/models/batch", models_batch, AUTH_ADMIN, 0},
+    /* registry.c: before /admin/models/:id, which would take "registry" as an id (first match) */
+    {"GET", "/admin/models/registry", registry_get, AUTH_ADMIN, 0},
+    {"POST", "/admin/models/registry/refresh", registry_refresh, AUTH_ADMIN, 0},
     {"GET", "/admin/models/:id", models_get, AUTH_ADMIN, 0},
     {"PUT", "/admin/models/:id", models_update, AUTH_ADMIN, 0},
     {"DELETE", "/admin/models/:id", models_delete, AUTH_ADMIN, 0},
@@ -80,9 +83,18 @@ const struct route router_routes[] = {
     {"GET", "/admin/logs", logs_list, AUTH_ADMIN, 0},
     {"DELETE", "/admin/logs", logs_delete, AUTH_ADMIN, 0},
     {"GET", "/admin/logs/stats", logs_stats, AUTH_ADMIN, 0},
+    {"GET", "/admin/logs/webhook", webhook_get, AUTH_ADMIN, 0},
+    {"PUT", "/admin/logs/webhook", webhook_put, AUTH_ADMIN, 0},
+    {"POST", "/admin/logs/webhook/test", webhook_test, AUTH_ADMIN, 0},
     {"GET", "/v1/logs", tenant_logs_list, AUTH_MASTER, 0},
     {"GET", "/v1/logs/stats", tenant_logs_stats, AUTH_MASTER, 0},
     /* -- end logs -- */
+
+    /* -- import (import.c), tenant stats (tenant_stats.c) -- */
+    /* a migration file may be large: 8 x EZ_MAX_BODY_BYTES, computed by the handler */
+    {"POST", "/admin/import", import_post, AUTH_ADMIN, 8 * 1048576},
+    {"GET", "/v1/stats", tenant_stats, AUTH_MASTER, 0},
+    /* -- end import -- */
 };
 
 const int router_nroutes = (int)EZ_ARRAY_LEN(router_routes);

@@ -424,13 +424,15 @@ def build_schemas():
         {"resolved": ref("BindingResolved")}, required=["resolved"])]}
 
     sc["ModelRegistryState"] = s_obj({
-        "enabled": s_bool(),
-        "source": s_str(),
-        "version": s_str(),
-        "updated_at": nullable(s_time()),
-        "models": s_int(minimum=0),
-        "last_error": nullable(s_str()),
-    }, required=["enabled", "source", "version", "updated_at", "models", "last_error"])
+        "enabled": s_bool("EZ_MODEL_REGISTRY_ENABLED."),
+        "url": s_str("EZ_MODEL_REGISTRY_URL (http(s): scheme://host:port only)."),
+        "source": s_str("`models.dev` once loaded; empty when nothing is stored."),
+        "version": s_str("First 12 hex digits of the SHA-256 of the stored document."),
+        "updated_at": nullable(s_time("The last good fetch (or load of the cached copy).")),
+        "models": s_int("Entries stored.", minimum=0),
+        "last_error": nullable(s_str("Why the last fetch failed; null when it went well.")),
+    }, required=["enabled", "url", "source", "version", "updated_at", "models", "last_error"],
+        desc="The model registry (docs/model-registry.md).")
 
     sc["FeatureMap"] = s_obj(
         {}, additionalProperties={"nullable": True, "oneOf": [s_str(maxLength=256), s_bool(),
@@ -496,11 +498,12 @@ def build_schemas():
         "prompt_tokens": s_int(minimum=0),
         "completion_tokens": s_int(minimum=0),
         "total_tokens": s_int(minimum=0),
-        "avg_latency_ms": s_num(minimum=0),
-        "p50_latency_ms": s_num(minimum=0),
-        "p95_latency_ms": s_num(minimum=0),
+        "avg_latency_ms": nullable(s_num("Null when no record has a latency.", minimum=0)),
+        "p50_latency_ms": nullable(s_num("Null when no record has a latency.", minimum=0)),
+        "p95_latency_ms": nullable(s_num("Null when no record has a latency.", minimum=0)),
     }
-    item = {"key": s_str("The group's value (model, id, status code, hour...).")}
+    item = {"key": nullable(s_str("The group's value as a string (model, id, status code, "
+                                  "hour...); null for records without one."))}
     item.update(stats_fields)
     sc["LogStatsItem"] = s_obj(item, required=["key"] + list(stats_fields))
     sc["LogStats"] = s_obj({
@@ -533,20 +536,32 @@ def build_schemas():
     }, required=["applied"])
 
     sc["WebhookSettings"] = s_obj({
-        "enabled": s_bool(),
-        "url": s_str("http or https.", format="uri"),
-        "secret": s_str("HMAC-SHA256 key for `X-EZ-Signature`; write-only.", writeOnly=True),
+        "enabled": s_bool("`true` needs a URL (in the body or stored)."),
+        "url": nullable(s_str("http or https, checked against the outgoing-URL rules. `\"\"` "
+                              "when none is stored; `null` or `\"\"` in a PUT clears it.",
+                              maxLength=2048)),
+        "secret": nullable(s_str("HMAC-SHA256 key for `X-EZ-Signature`; write-only (never "
+                                 "read back, see `secret_set`). 0..256 characters, no control "
+                                 "characters; `null` or `\"\"` clears it.",
+                                 minLength=0, maxLength=256, writeOnly=True)),
+        "secret_set": ro(s_bool("Whether a secret is stored.")),
         "error_rate_threshold": s_num(minimum=0, maximum=1),
-        "min_requests": s_int(minimum=0),
-        "window_seconds": s_int(minimum=1),
-        "cooldown_seconds": s_int(minimum=0),
+        "min_requests": s_int(minimum=1, maximum=1000000),
+        "window_seconds": s_int(minimum=10, maximum=86400),
+        "cooldown_seconds": s_int(minimum=0, maximum=604800),
+        "last_sent_at": ro(nullable(s_time("The last alert a receiver accepted (2xx); null "
+                                           "when none."))),
     }, desc="Error-rate alert webhook. The background POSTs `{\"event\": \"error_rate\", "
             "\"window_seconds\", \"requests\", \"errors\", \"error_rate\", \"top_errors\", "
-            "\"time\"}` with `X-EZ-Signature: sha256=<hex HMAC-SHA256(secret, body)>`.")
+            "\"time\"}` with `X-EZ-Signature: sha256=<hex HMAC-SHA256(secret, body)>` (absent "
+            "when no secret is set). PUT is a partial update; read-only fields in a body "
+            "are ignored (docs/webhook.md).")
     sc["WebhookTestResponse"] = s_obj({
-        "status": s_int("The receiver's HTTP status (0 when unreachable)."),
-        "error": nullable(s_str()),
-    }, required=["status"], additionalProperties=True)
+        "delivered": s_bool("True for a 2xx answer only."),
+        "status": nullable(s_int("The receiver's HTTP status; null when no HTTP answer came.")),
+        "error": nullable(s_str("Why it was not delivered; null when it was.")),
+    }, required=["delivered", "status", "error"],
+        desc="The outcome of the test delivery (always a 200 once a test was attempted).")
 
     def counts(*names):
         return s_obj({n: s_int(minimum=0) for n in names}, required=list(names))
@@ -570,14 +585,19 @@ def build_schemas():
     usage = counts("requests", "errors", "tokens")
     sc["UsageCounts"] = usage
     sc["TenantStats"] = s_obj({
-        "keys": s_obj({}, additionalProperties=s_int(minimum=0),
-                      desc="Key counts by status (`total`, `active`, ...)."),
+        "keys": s_obj({k: s_int(minimum=0) for k in ("total", "active", "disabled", "expired",
+                                                      "exhausted")},
+                      required=["total", "active", "disabled", "expired", "exhausted"],
+                      desc="The caller's keys, in total and by status."),
         "today": ref("UsageCounts"),
         "last_7d": ref("UsageCounts"),
         "last_30d": ref("UsageCounts"),
         "by_model": s_list({"allOf": [s_obj({"model": s_str()}, required=["model"]),
-                                      ref("UsageCounts")]}),
-    }, required=["keys", "today", "last_7d", "last_30d", "by_model"])
+                                      ref("UsageCounts")]},
+                           "Last 30 days by public model, most requests first (at most 100)."),
+    }, required=["keys", "today", "last_7d", "last_30d", "by_model"],
+        desc="`today` starts at 00:00 UTC; `last_7d` and `last_30d` are rolling. Errors: "
+             "status >= 400 or an error text; tokens: total_tokens.")
     sc["TenantSelf"] = {"allOf": [ref("Master"), s_obj({
         "key_count": s_int("Keys of this master.", minimum=0),
         "quota_used": s_int("Sum of its keys' `quota_used`.", minimum=0),
@@ -625,17 +645,26 @@ def build_schemas():
         }),
         "warnings": s_list(s_str()),
     }, required=["version", "data"], desc="Migration file from New API (EXPORT-FORMAT.md).")
+    import_counts = s_obj({k: s_int(minimum=0) for k in ("provider_groups", "api_keys",
+                                                          "masters", "keys", "bindings")},
+                          additionalProperties=s_int(minimum=0))
     sc["ImportResult"] = s_obj({
         "dry_run": s_bool(),
-        "created": any_obj,
-        "updated": any_obj,
-        "skipped": any_obj,
-        "masters": s_list(s_obj({"name": s_str(), "master_key": s_str()}),
+        "created": import_counts,
+        "updated": s_obj({"masters": s_int("Masters whose max_child_keys was raised.",
+                                           minimum=0)}),
+        "existing": import_counts,
+        "skipped": import_counts,
+        "masters": s_list(s_obj({"id": nullable(s_int("Null in a dry run.")), "name": s_str(),
+                                 "master_key": s_str("Absent in a dry run.")},
+                                required=["id", "name"]),
                           "Masters created by this import with their new master keys "
                           "(shown only now)."),
-        "warnings": s_list(s_str(), "What could not be mapped, item by item."),
-    }, required=["warnings"], additionalProperties=True,
-        desc="Counts per resource, the new masters' keys and the warnings.")
+        "warnings": s_list(s_str(), "What could not be mapped, item by item: "
+                                    "\"<entry path>: <what happened>\"."),
+    }, required=["dry_run", "created", "updated", "existing", "skipped", "masters", "warnings"],
+        desc="Counts per resource (`existing`: matched and left unchanged; `skipped`: could "
+             "not be mapped), the new masters' keys and the warnings (docs/import.md).")
 
     sc["Health"] = s_obj({
         "status": s_enum(["ok", "degraded", "unavailable"]),
@@ -978,7 +1007,11 @@ def build_paths():
          "admin", ok=("200", "ModelRegistryState", "The registry's state."))
     P.op("POST", "/admin/models/registry/refresh", "refreshModelRegistry",
          "Fetch the model registry now", T, "admin",
-         ok=("202", "ModelRegistryState", "Refresh started; the current state."))
+         ok=("202", "ModelRegistryState", "Refresh started; the current state."),
+         errors=("409", "503"),
+         description="Kicks the background's model_registry job; poll GET for the result. "
+                     "409 while the registry is disabled; 503 when the background cannot be "
+                     "reached.")
     P.crud("/admin/bindings", "Binding", "Admin: bindings", "admin", "binding", "bindings",
            "binding", "bindings", filters=["namespace", "public_model", "group_id"],
            batch=True, get_schema="BindingDetail")
@@ -1004,7 +1037,11 @@ def build_paths():
                      "are refused unless EZ_OUTBOUND_ALLOW_PRIVATE=true.")
     P.op("POST", "/admin/logs/webhook/test", "testLogWebhook", "Send a test event", T,
          "admin", ok=("200", "WebhookTestResponse", "The receiver's answer."),
-         errors=("503",))
+         errors=("400", "503"),
+         description="Sends a signed `test` event to the stored URL (enabled or not) and "
+                     "reports the outcome; a receiver's failure is a 200 with "
+                     "`delivered: false`. 400 (`field: url`) when no URL is stored; an "
+                     "optional body must be a JSON object (docs/webhook.md).")
     T = "Admin: settings and stats"
     P.op("GET", "/admin/features", "getFeatures", "Feature flags", T, "admin",
          ok=("200", "Features", "Every flag with its value, and the known flags."))
@@ -1022,7 +1059,9 @@ def build_paths():
          errors=("409",),
          description="One transaction; importing the same file twice creates no "
                      "duplicates (masters by name, keys by token hash, provider groups by "
-                     "name).")
+                     "name). A file not of the format answers 400 naming the path; values "
+                     "that cannot be mapped are warnings. Body up to 8 x EZ_MAX_BODY_BYTES "
+                     "(nginx: 1 MiB on /admin/ unless raised; docs/import.md).")
 
     # ---- Master (tenant) API
     T = "Tenant"
