@@ -225,15 +225,6 @@ void logpart_list_free(struct logpart_list *l)
 
 /* ---- the upkeep's transaction ---- */
 
-static int exec_ok(PGconn *c, const char *sql, const char *what, char *err, size_t errlen)
-{
-    PGresult *res = PQexec(c, sql);
-    int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-    if (!ok)
-        snprintf(err, errlen, "%s: %s", what, PQresultErrorMessage(res));
-    PQclear(res);
-    return ok ? EZ_OK : EZ_ERR;
-}
 
 static void rollback(PGconn *c)
 {
@@ -249,7 +240,7 @@ static void rollback(PGconn *c)
  */
 static int upkeep_begin(PGconn *c, char *err, size_t errlen)
 {
-    if (exec_ok(c,
+    if (db_command(c,
                 "BEGIN; SET LOCAL lock_timeout = '" LOGMAINT_LOCK_TIMEOUT "'; "
                 "SET LOCAL statement_timeout = '" LOGMAINT_STATEMENT_TIMEOUT "'",
                 "BEGIN", err, errlen) != EZ_OK) {
@@ -277,7 +268,7 @@ static int upkeep_end(PGconn *c, bool commit, char *err, size_t errlen)
         rollback(c);
         return EZ_OK;
     }
-    if (exec_ok(c, "COMMIT", "COMMIT", err, errlen) != EZ_OK) {
+    if (db_command(c, "COMMIT", "COMMIT", err, errlen) != EZ_OK) {
         rollback(c);
         return EZ_ERR;
     }
@@ -330,7 +321,7 @@ static int create_partition(PGconn *c, const struct logpart_list *l, const char 
     logpart_ts(hi, hi_s, sizeof(hi_s));
 
     buf_printf(&sql, "CREATE TABLE %s (LIKE request_logs INCLUDING DEFAULTS)", name);
-    if (exec_ok(c, sql.data, "CREATE TABLE", err, errlen) != EZ_OK)
+    if (db_command(c, sql.data, "CREATE TABLE", err, errlen) != EZ_OK)
         goto out;
     if (l->default_name) {
         const char *p[2] = {lo_s, hi_s};
@@ -352,7 +343,7 @@ static int create_partition(PGconn *c, const struct logpart_list *l, const char 
     buf_printf(&sql,
                "ALTER TABLE request_logs ATTACH PARTITION %s FOR VALUES FROM ('%s') TO ('%s')",
                name, lo_s, hi_s);
-    if (exec_ok(c, sql.data, "ATTACH PARTITION", err, errlen) != EZ_OK)
+    if (db_command(c, sql.data, "ATTACH PARTITION", err, errlen) != EZ_OK)
         goto out;
     log_info("event=log_partition_created name=%s from=\"%s\" to=\"%s\" moved_rows=%ld", name, lo_s,
              hi_s, moved);
@@ -396,7 +387,7 @@ static int upkeep(PGconn *c, int mode, char *err, size_t errlen)
         goto out;
     if (l.default_name == NULL) {
         /* Without it a row outside every range would make its whole batch unwritable. */
-        if (exec_ok(c, "CREATE TABLE request_logs_default PARTITION OF request_logs DEFAULT",
+        if (db_command(c, "CREATE TABLE request_logs_default PARTITION OF request_logs DEFAULT",
                     "creating the default partition", err, errlen) != EZ_OK)
             goto out;
         log_warn("event=log_partition_created name=request_logs_default msg=\"the default "
@@ -419,7 +410,7 @@ static int upkeep(PGconn *c, int mode, char *err, size_t errlen)
                  "LOCK TABLE request_logs IN SHARE UPDATE EXCLUSIVE MODE; "
                  "LOCK TABLE %s IN ACCESS EXCLUSIVE MODE",
                  l.default_name);
-        if (exec_ok(c, lock, "locking request_logs", err, errlen) != EZ_OK)
+        if (db_command(c, lock, "locking request_logs", err, errlen) != EZ_OK)
             goto out;
     }
     for (size_t i = 0; i < n; i++)

@@ -69,18 +69,6 @@ int64_t quota_reset_interval_ms(const struct ez_config *cfg)
     return (int64_t)cfg->quota_reset_interval_seconds * 1000;
 }
 
-/* A statement without result rows (BEGIN, COMMIT); -1 with err set. */
-static int exec_cmd(PGconn *conn, const char *sql, char *err, size_t errlen)
-{
-    PGresult *res = PQexec(conn, sql);
-    int rc = EZ_OK;
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        snprintf(err, errlen, "%s: %s", sql, PQresultErrorMessage(res));
-        rc = EZ_ERR;
-    }
-    PQclear(res);
-    return rc;
-}
 
 /* 1 = lock taken, 0 = another instance holds it, -1 = error (err set). */
 static int try_lock(PGconn *conn, char *err, size_t errlen)
@@ -126,7 +114,7 @@ static long one_transaction(PGconn *conn, struct reset_counts *c, char *err, siz
     struct reset_counts mine = {0, 0, 0};
     long n = -1;
 
-    if (exec_cmd(conn, "BEGIN", err, errlen) != EZ_OK)
+    if (db_command(conn, "BEGIN", "BEGIN", err, errlen) != EZ_OK)
         return -1;
     int locked = try_lock(conn, err, errlen);
     if (locked <= 0) {
@@ -135,7 +123,7 @@ static long one_transaction(PGconn *conn, struct reset_counts *c, char *err, siz
     }
     if ((n = reset_batch(conn, &mine, err, errlen)) < 0)
         goto out;
-    if (exec_cmd(conn, "COMMIT", err, errlen) != EZ_OK)
+    if (db_command(conn, "COMMIT", "COMMIT", err, errlen) != EZ_OK)
         return -1; /* a failed COMMIT ends the transaction */
     /* Counted only once committed, so the log line never claims a rolled-back batch. */
     c->keys += mine.keys;

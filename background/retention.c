@@ -65,15 +65,6 @@ int64_t log_retention_interval_ms(const struct ez_config *cfg)
 
 /* ---- statements (helper thread) ---- */
 
-static int exec_ok(PGconn *c, const char *sql, const char *what, char *err, size_t errlen)
-{
-    PGresult *res = PQexec(c, sql);
-    int ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
-    if (!ok)
-        snprintf(err, errlen, "%s: %s", what, PQresultErrorMessage(res));
-    PQclear(res);
-    return ok ? EZ_OK : EZ_ERR;
-}
 
 /* The age cut: now() - days, in the database's clock. */
 static int age_cut(PGconn *c, int days, struct cut *cut, char *err, size_t errlen)
@@ -171,8 +162,8 @@ static int drop_partitions(PGconn *c, const struct cut *cut, struct tally *t, ch
         goto out;
     }
     buf_puts(&sql, "COMMIT");
-    if (exec_ok(c, "BEGIN", "BEGIN", err, errlen) != EZ_OK ||
-        exec_ok(c, sql.data, "dropping old partitions", err, errlen) != EZ_OK) {
+    if (db_command(c, "BEGIN", "BEGIN", err, errlen) != EZ_OK ||
+        db_command(c, sql.data, "dropping old partitions", err, errlen) != EZ_OK) {
         if (PQtransactionStatus(c) != PQTRANS_IDLE)
             PQclear(PQexec(c, "ROLLBACK"));
         goto out;
@@ -280,7 +271,7 @@ static void *pass_main(void *arg)
         snprintf(p->err, sizeof(p->err), "log database unavailable");
         goto out;
     }
-    if (exec_ok(c,
+    if (db_command(c,
                 "SET lock_timeout = '" LOGMAINT_LOCK_TIMEOUT "'; "
                 "SET statement_timeout = '" LOGRET_STATEMENT_TIMEOUT "'",
                 "session settings", p->err, sizeof(p->err)) != EZ_OK)

@@ -89,6 +89,17 @@ void db_close(struct ez_db *db)
  * Two statements: PostgreSQL resolves table names in a CASE branch even when
  * the branch is not taken, so one query cannot test and read at once.
  */
+int db_command(PGconn *conn, const char *sql, const char *what, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(conn, sql);
+    ExecStatusType st = PQresultStatus(res);
+    int rc = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? EZ_OK : EZ_ERR;
+    if (rc != EZ_OK)
+        snprintf(err, errlen, "%s: %s", what, PQresultErrorMessage(res));
+    PQclear(res);
+    return rc;
+}
+
 static int version_from(PGconn *conn, const char *table)
 {
     int v = -1;

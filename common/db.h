@@ -25,6 +25,14 @@ PGconn *db_get(struct ez_db *db);
 void db_check(struct ez_db *db);
 void db_close(struct ez_db *db);
 
+/*
+ * Runs a statement that takes no parameters (BEGIN, COMMIT, DDL whose
+ * identifiers the caller made from constants and dates, never input). On
+ * failure writes "<what>: <server message>" into err and returns -1.
+ */
+int db_command(PGconn *conn, const char *sql, const char *what, char *err,
+               size_t errlen) EZ_MUSTCHECK;
+
 /* Highest applied migration in schema_migrations, or -1 (error logged). */
 int db_schema_version(PGconn *conn);
 /* Same for the log DB's log_schema_migrations. */
