@@ -225,7 +225,6 @@ void logpart_list_free(struct logpart_list *l)
 
 /* ---- the upkeep's transaction ---- */
 
-
 static void rollback(PGconn *c)
 {
     if (PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) != PQTRANS_IDLE)
@@ -241,9 +240,9 @@ static void rollback(PGconn *c)
 static int upkeep_begin(PGconn *c, char *err, size_t errlen)
 {
     if (db_command(c,
-                "BEGIN; SET LOCAL lock_timeout = '" LOGMAINT_LOCK_TIMEOUT "'; "
-                "SET LOCAL statement_timeout = '" LOGMAINT_STATEMENT_TIMEOUT "'",
-                "BEGIN", err, errlen) != EZ_OK) {
+                   "BEGIN; SET LOCAL lock_timeout = '" LOGMAINT_LOCK_TIMEOUT "'; "
+                   "SET LOCAL statement_timeout = '" LOGMAINT_STATEMENT_TIMEOUT "'",
+                   "BEGIN", err, errlen) != EZ_OK) {
         rollback(c);
         return -1;
     }
@@ -388,7 +387,7 @@ static int upkeep(PGconn *c, int mode, char *err, size_t errlen)
     if (l.default_name == NULL) {
         /* Without it a row outside every range would make its whole batch unwritable. */
         if (db_command(c, "CREATE TABLE request_logs_default PARTITION OF request_logs DEFAULT",
-                    "creating the default partition", err, errlen) != EZ_OK)
+                       "creating the default partition", err, errlen) != EZ_OK)
             goto out;
         log_warn("event=log_partition_created name=request_logs_default msg=\"the default "
                  "partition was missing\"");

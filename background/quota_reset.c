@@ -69,7 +69,6 @@ int64_t quota_reset_interval_ms(const struct ez_config *cfg)
     return (int64_t)cfg->quota_reset_interval_seconds * 1000;
 }
 
-
 /* 1 = lock taken, 0 = another instance holds it, -1 = error (err set). */
 static int try_lock(PGconn *conn, char *err, size_t errlen)
 {

@@ -65,7 +65,6 @@ int64_t log_retention_interval_ms(const struct ez_config *cfg)
 
 /* ---- statements (helper thread) ---- */
 
-
 /* The age cut: now() - days, in the database's clock. */
 static int age_cut(PGconn *c, int days, struct cut *cut, char *err, size_t errlen)
 {
@@ -272,9 +271,9 @@ static void *pass_main(void *arg)
         goto out;
     }
     if (db_command(c,
-                "SET lock_timeout = '" LOGMAINT_LOCK_TIMEOUT "'; "
-                "SET statement_timeout = '" LOGRET_STATEMENT_TIMEOUT "'",
-                "session settings", p->err, sizeof(p->err)) != EZ_OK)
+                   "SET lock_timeout = '" LOGMAINT_LOCK_TIMEOUT "'; "
+                   "SET statement_timeout = '" LOGRET_STATEMENT_TIMEOUT "'",
+                   "session settings", p->err, sizeof(p->err)) != EZ_OK)
         goto out;
     res = PQexecParams(c, "SELECT pg_try_advisory_lock($1::bigint)", 1, NULL, lp, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {

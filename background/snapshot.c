@@ -872,10 +872,10 @@ static char *registry_json_for(const struct model_index *ri, const char *bkey, c
     if (ri == NULL || ri->n == 0)
         return NULL;
     for (size_t i = 0; i < n; i++) {
-        const char *type = c[i].selector_type && c[i].selector_type[0] ? c[i].selector_type
-                                                                       : "exact";
-        const char *value = c[i].selector_value && c[i].selector_value[0] ? c[i].selector_value
-                                                                          : pm;
+        const char *type =
+            c[i].selector_type && c[i].selector_type[0] ? c[i].selector_type : "exact";
+        const char *value =
+            c[i].selector_value && c[i].selector_value[0] ? c[i].selector_value : pm;
         const char *up = NULL;
         if (selector_resolve(type, value, c[i].models, c[i].nmodels, &up) != 0)
             continue;
@@ -1571,8 +1571,8 @@ static int rebuild_read(PGconn *conn, struct rebuild_data *d, char *err, size_t 
         !(d->models = query(conn, "models", models_sql, 0, NULL, NULL, err, errlen)) ||
         !(d->features = query(conn, "features", features_sql, 0, NULL, NULL, err, errlen)) ||
         !(d->registry = query(conn, "registry state", registry_sql, 0, NULL, NULL, err, errlen)) ||
-        !(d->registry_models = query(conn, "registry models", registry_models_sql, 0, NULL, NULL,
-                                     err, errlen)))
+        !(d->registry_models =
+              query(conn, "registry models", registry_models_sql, 0, NULL, NULL, err, errlen)))
         goto out;
     if (exec_simple(conn, "COMMIT", err, errlen) != EZ_OK)
         goto out;

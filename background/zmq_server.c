@@ -1,4 +1,5 @@
-/* The ROUTER socket workers talk to: ping/pong, outbox nudges, job kicks, log batches (to log_sink.c). */
+/* The ROUTER socket workers talk to: ping/pong, outbox nudges, job kicks, log batches (to
+ * log_sink.c). */
 #include "zmq_server.h"
 
 #include <errno.h>

@@ -25,8 +25,7 @@ void ez_sha256_hex(const void *data, size_t len, char out[65])
     to_hex(md, 32, out);
 }
 
-void ez_hmac_sha256_hex(const void *key, size_t keylen, const void *data, size_t len,
-                        char out[65])
+void ez_hmac_sha256_hex(const void *key, size_t keylen, const void *data, size_t len, char out[65])
 {
     unsigned char md[32];
     unsigned int mdlen = 0;

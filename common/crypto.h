@@ -9,8 +9,7 @@
 /* Lowercase hex SHA-256 of data into out (65 bytes with NUL). */
 void ez_sha256_hex(const void *data, size_t len, char out[65]);
 /* Lowercase hex HMAC-SHA256(key, data) into out (65 bytes). */
-void ez_hmac_sha256_hex(const void *key, size_t keylen, const void *data, size_t len,
-                        char out[65]);
+void ez_hmac_sha256_hex(const void *key, size_t keylen, const void *data, size_t len, char out[65]);
 /* Fills buf with n bytes from the OS's random source. 0 ok, -1 failure. */
 int ez_random_bytes(void *buf, size_t n) EZ_MUSTCHECK;
 /*

@@ -104,8 +104,8 @@ static int version_from(PGconn *conn, const char *table)
 {
     int v = -1;
     const char *params[1] = {table};
-    PGresult *res = PQexecParams(conn, "SELECT to_regclass($1) IS NOT NULL", 1, NULL, params,
-                                 NULL, NULL, 0);
+    PGresult *res =
+        PQexecParams(conn, "SELECT to_regclass($1) IS NOT NULL", 1, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         log_error("event=schema_version_failed error=\"%s\"", PQresultErrorMessage(res));
         goto out;

@@ -35,8 +35,7 @@ static void split_addr(const char *addr, char *host, size_t hostlen, int *port)
 static int rds_command_ok(redisContext *c, const char *what, redisReply *reply)
 {
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-        log_warn("event=redis_%s_failed error=\"%s\"", what,
-                 reply ? reply->str : c->errstr);
+        log_warn("event=redis_%s_failed error=\"%s\"", what, reply ? reply->str : c->errstr);
         return EZ_ERR;
     }
     return EZ_OK;

@@ -230,8 +230,8 @@ static int take_offset(const char *p, int64_t *offset)
     if ((p[0] == 'Z' || p[0] == 'z') && p[1] == '\0')
         return EZ_OK;
     int oh, om;
-    if ((*p != '+' && *p != '-') || strlen(p) != 6 || p[3] != ':' ||
-        take_digits(p + 1, 2, &oh) || take_digits(p + 4, 2, &om) || oh > 23 || om > 59)
+    if ((*p != '+' && *p != '-') || strlen(p) != 6 || p[3] != ':' || take_digits(p + 1, 2, &oh) ||
+        take_digits(p + 4, 2, &om) || oh > 23 || om > 59)
         return EZ_ERR;
     *offset = (int64_t)(oh * 60 + om) * 60 * (*p == '-' ? -1 : 1);
     return EZ_OK;

@@ -66,8 +66,8 @@ static int auth_master(struct req *r)
     if (c == NULL)
         return reply_error(r, 503, "unavailable", NULL, "database unavailable");
     const char *params[1] = {hash};
-    PGresult *res = PQexecParams(c, "SELECT id, status FROM masters WHERE key_hash = $1", 1,
-                                 NULL, params, NULL, NULL, 0);
+    PGresult *res = PQexecParams(c, "SELECT id, status FROM masters WHERE key_hash = $1", 1, NULL,
+                                 params, NULL, NULL, 0);
     int rc = EZ_ERR;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         log_error("event=master_auth_query_failed error=\"%s\"", PQresultErrorMessage(res));

@@ -43,7 +43,6 @@ static const struct field b_fields[] = {
     {"updated_at", "updated_at", FT_TIME, F_SORT, 0, 0, NULL, NULL},
 };
 
-
 /* True when `sql` with one parameter returns a row; -1 after answering on a DB error. */
 static int exists(struct rctx *x, const char *sql, const char *param)
 {

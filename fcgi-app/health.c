@@ -22,8 +22,9 @@ static int check_main_db(struct wctx *w, long long *bg_age)
     if (c == NULL)
         return EZ_ERR;
     PGresult *res = PQexecParams(
-        c, "SELECT extract(epoch FROM now() - max(beat_at))::bigint FROM service_heartbeats "
-           "WHERE name = 'background'",
+        c,
+        "SELECT extract(epoch FROM now() - max(beat_at))::bigint FROM service_heartbeats "
+        "WHERE name = 'background'",
         0, NULL, NULL, NULL, NULL, 0);
     int rc = EZ_ERR;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -77,15 +78,19 @@ int health_get(struct req *r)
     bool bg_ok = pg_ok && bg_age >= 0 && bg_age <= BACKGROUND_SILENT_SECS;
 
     cJSON *root = cJSON_CreateObject();
-    const char *status = !pg_ok || !log_ok ? "unavailable" : (!redis_ok || !bg_ok) ? "degraded"
-                                                                                   : "ok";
+    const char *status = !pg_ok || !log_ok       ? "unavailable"
+                         : (!redis_ok || !bg_ok) ? "degraded"
+                                                 : "ok";
     cJSON_AddStringToObject(root, "status", status);
     cJSON *checks = cJSON_AddObjectToObject(root, "checks");
     cJSON_AddStringToObject(checks, "postgres", pg_ok ? "ok" : "down");
     cJSON_AddStringToObject(checks, "redis", redis_ok ? "ok" : "down");
     cJSON_AddStringToObject(checks, "log_db", log_ok ? "ok" : "down");
     cJSON_AddStringToObject(checks, "background",
-                            bg_ok ? "ok" : !pg_ok ? "unknown" : bg_age < 0 ? "missing" : "silent");
+                            bg_ok        ? "ok"
+                            : !pg_ok     ? "unknown"
+                            : bg_age < 0 ? "missing"
+                                         : "silent");
     reply_json(r, pg_ok && log_ok ? 200 : 503, root);
     cJSON_Delete(root);
     return EZ_OK;

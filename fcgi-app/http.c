@@ -13,24 +13,42 @@
 const char *http_status_text(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 415: return "Unsupported Media Type";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    default: return "Unknown";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Payload Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 429:
+        return "Too Many Requests";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Unknown";
     }
 }
 
@@ -261,8 +279,8 @@ int req_read_body(struct req *r, int64_t limit)
     if (cl && *cl && ez_parse_int64(cl, 0, INT64_MAX, &want) != EZ_OK)
         return reply_error(r, 400, "invalid_argument", NULL, "bad Content-Length");
     if (want > limit)
-        return reply_error(r, 413, "payload_too_large", NULL,
-                           "request body exceeds %lld bytes", (long long)limit);
+        return reply_error(r, 413, "payload_too_large", NULL, "request body exceeds %lld bytes",
+                           (long long)limit);
     r->body = ez_malloc((size_t)want + 1);
     size_t got = 0;
     while (got < (size_t)want) {
@@ -347,8 +365,7 @@ static void cors_headers(struct req *r, buf_t *h)
                 "Access-Control-Max-Age: 600\r\n");
 }
 
-void reply_raw(struct req *r, int status, const char *content_type, const char *body,
-               size_t len)
+void reply_raw(struct req *r, int status, const char *content_type, const char *body, size_t len)
 {
     if (r->responded) {
         log_error("event=double_response status=%d", status);
@@ -385,8 +402,8 @@ void reply_empty(struct req *r, int status)
     reply_raw(r, status, NULL, NULL, 0);
 }
 
-int reply_error(struct req *r, int status, const char *code, const char *field,
-                const char *fmt, ...)
+int reply_error(struct req *r, int status, const char *code, const char *field, const char *fmt,
+                ...)
 {
     char msg[512];
     va_list ap;

@@ -45,8 +45,8 @@ struct req {
     const char *param_names[REQ_MAX_PARAMS];
     char *param_vals[REQ_MAX_PARAMS]; /* owned */
     int nparams;
-    int64_t id;     /* value of ":id" when the pattern has one */
-    int64_t sub_id; /* value of the second id param (":key_id") */
+    int64_t id;         /* value of ":id" when the pattern has one */
+    int64_t sub_id;     /* value of the second id param (":key_id") */
     int64_t body_limit; /* the route's body limit (EZ_MAX_BODY_BYTES unless it says more) */
 
     /* Set by authentication. */
@@ -93,16 +93,15 @@ void reply_header(struct req *r, const char *name, const char *value);
 /* Sends status with a JSON body (rendered from item; item stays the caller's). */
 void reply_json(struct req *r, int status, const cJSON *item);
 /* Sends status with an already rendered body of the given content type. */
-void reply_raw(struct req *r, int status, const char *content_type, const char *body,
-               size_t len);
+void reply_raw(struct req *r, int status, const char *content_type, const char *body, size_t len);
 /* Sends a status without body (204, preflight). */
 void reply_empty(struct req *r, int status);
 /*
  * Sends the error shape of API.md: {"error":{"code","message","field"?,"request_id"}}.
  * field may be NULL. Returns -1 so handlers can `return reply_error(...)`.
  */
-int reply_error(struct req *r, int status, const char *code, const char *field,
-                const char *fmt, ...) EZ_PRINTF(5, 6);
+int reply_error(struct req *r, int status, const char *code, const char *field, const char *fmt,
+                ...) EZ_PRINTF(5, 6);
 
 /* Text of a status code ("Not Found"). */
 const char *http_status_text(int status);

@@ -123,10 +123,6 @@ static void i64s(char *buf, size_t len, int64_t v)
     snprintf(buf, len, "%lld", (long long)v);
 }
 
-
-
-
-
 /* The next quota reset after now on UTC calendar boundaries; 0 for "none". */
 static int64_t next_reset(const char *period, int64_t now)
 {

@@ -296,23 +296,45 @@ out:
 
 /* ---- stats ---- */
 
-/* group_by values and their key expressions; hour and day keys are RFC 3339 texts. */
+/*
+ * The stats query's own planner settings, local to its read-only
+ * transaction (docs/log-pipeline.md, "Stats query"). work_mem: the sort of
+ * the window's rows by key and the percentiles' sorts stay in memory up to
+ * a few hundred thousand rows (the default 4 MB spills from about 40,000);
+ * a query holds at most three such sorts at once. jit: compiling the
+ * expressions costs more than it saves on a query that is dominated by
+ * sorting, and is paid again on every call.
+ */
+#define STATS_TX_BEGIN "BEGIN READ ONLY; SET LOCAL work_mem = '64MB'; SET LOCAL jit = off"
+
+/*
+ * group_by values. expr is the grouping key, computed in the scan; out
+ * renders it (k) as answered; order sorts the items after the totals row.
+ * hour and day group on the timestamp (8-byte sort keys) and are rendered
+ * as RFC 3339 texts only for the few resulting groups. model groups under
+ * COLLATE "C" (a byte comparison; equality is the same under any
+ * deterministic collation) and the items are still ordered under the
+ * database's collation. "COLLATE "C"" and "+ 0" also keep the planner from
+ * reading the window through the (model|master_id|key_id, created_at)
+ * indexes just to get rows in key order: on a large window that is one
+ * random heap access per row (about 1 million buffers for 5 million rows),
+ * far slower than reading the created_at range and sorting.
+ */
 static const struct {
     const char *name;
     const char *expr;
-    bool by_time; /* ordered by key (time), not by request count */
+    const char *out;
+    const char *order;
 } group_keys[] = {
-    {"model", "model", false},
-    {"master", "master_id", false},
-    {"key", "key_id", false},
-    {"provider_group", "provider_group_id", false},
-    {"status_code", "status_code", false},
-    {"hour",
-     "to_char(date_trunc('hour', created_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24:00:00\"Z\"')",
-     true},
-    {"day",
-     "to_char(date_trunc('day', created_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"00:00:00\"Z\"')",
-     true},
+    {"model", "model COLLATE \"C\"", "k", "3 DESC, k COLLATE \"default\" NULLS LAST"},
+    {"master", "master_id + 0", "k", "3 DESC, k NULLS LAST"},
+    {"key", "key_id + 0", "k", "3 DESC, k NULLS LAST"},
+    {"provider_group", "provider_group_id", "k", "3 DESC, k NULLS LAST"},
+    {"status_code", "status_code", "k", "3 DESC, k NULLS LAST"},
+    {"hour", "date_trunc('hour', created_at AT TIME ZONE 'UTC')",
+     "to_char(k, 'YYYY-MM-DD\"T\"HH24:00:00\"Z\"')", "k"},
+    {"day", "date_trunc('day', created_at AT TIME ZONE 'UTC')",
+     "to_char(k, 'YYYY-MM-DD\"T\"00:00:00\"Z\"')", "k"},
 };
 
 /* Columns 2.. of a stats row, in order. */
@@ -341,6 +363,40 @@ static cJSON *zero_totals(void)
             cJSON_AddNullToObject(o, stat_names[i]);
     }
     return o;
+}
+
+/*
+ * Runs the stats query in a read-only transaction of its own, with the
+ * settings of STATS_TX_BEGIN. Returns its result, or NULL after logging,
+ * rolling back and dropping a broken connection.
+ */
+static PGresult *stats_query(struct req *r, PGconn *c, const char *sql, const struct logq *q)
+{
+    PGresult *res = PQexec(c, STATS_TX_BEGIN);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        goto fail;
+    PQclear(res);
+    res = PQexecParams(c, sql, q->n, NULL, (const char *const *)q->params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        goto fail;
+    PGresult *end = PQexec(c, "COMMIT");
+    bool committed = PQresultStatus(end) == PGRES_COMMAND_OK;
+    if (!committed)
+        log_error("event=logs_stats_failed error=\"%s\"", PQresultErrorMessage(end));
+    PQclear(end);
+    if (!committed) {
+        PQclear(res);
+        db_check(&r->w->log_db);
+        return NULL;
+    }
+    return res;
+fail:
+    log_error("event=logs_stats_failed error=\"%s\"", PQresultErrorMessage(res));
+    PQclear(res);
+    /* Ends the failed transaction (a no-op warning when BEGIN itself failed). */
+    PQclear(PQexec(c, "ROLLBACK"));
+    db_check(&r->w->log_db);
+    return NULL;
 }
 
 static int logs_stats_scoped(struct req *r, int64_t scope_master)
@@ -372,29 +428,29 @@ static int logs_stats_scoped(struct req *r, int64_t scope_master)
     if (c == NULL)
         goto out;
     /*
-     * One scan: GROUPING SETS ((k), ()) gives the groups and the totals row
-     * (is_total = 1, first). Percentiles are continuous (percentile_cont)
-     * over the rows that have a latency.
+     * One scan of the window, read by its created_at range (see group_keys),
+     * sorted once by key: GROUPING SETS ((k), ()) gives the groups and the
+     * totals row (is_total = 1, first). Percentiles are continuous
+     * (percentile_cont, both from one sort per group) over the rows that
+     * have a latency. The scan hands on only the columns the aggregates need,
+     * with the error test already applied, so that the sort stays narrow.
      */
     buf_printf(&sql,
-               "SELECT %s AS is_total, %s, count(*), count(*) FILTER (WHERE " ERROR_SQL "), "
+               "SELECT %s AS is_total, %s, count(*), count(*) FILTER (WHERE err), "
                "coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), "
                "coalesce(sum(total_tokens), 0), avg(latency_ms)::float8, "
                "percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms), "
                "percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) "
-               "FROM (SELECT %s AS k, status_code, error, prompt_tokens, completion_tokens, "
+               "FROM (SELECT %s AS k, " ERROR_SQL " AS err, prompt_tokens, completion_tokens, "
                "total_tokens, latency_ms FROM request_logs%s) s ",
-               gk >= 0 ? "GROUPING(k)" : "1", gk >= 0 ? "k" : "NULL",
+               gk >= 0 ? "GROUPING(k)" : "1", gk >= 0 ? group_keys[gk].out : "NULL",
                gk >= 0 ? group_keys[gk].expr : "NULL", q.where.data);
     if (gk >= 0) {
         buf_printf(&sql, "GROUP BY GROUPING SETS ((k), ()) ORDER BY 1 DESC, %s LIMIT %d",
-                   group_keys[gk].by_time ? "2 ASC" : "3 DESC, 2 ASC NULLS LAST",
-                   STATS_GROUPS_MAX + 1);
+                   group_keys[gk].order, STATS_GROUPS_MAX + 1);
     }
-    res = PQexecParams(c, sql.data, q.n, NULL, (const char *const *)q.params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        log_error("event=logs_stats_failed error=\"%s\"", PQresultErrorMessage(res));
-        db_check(&r->w->log_db);
+    res = stats_query(r, c, sql.data, &q);
+    if (res == NULL) {
         reply_error(r, 503, "unavailable", NULL, "log database error");
         goto out;
     }

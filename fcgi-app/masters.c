@@ -78,9 +78,6 @@ static void i64s(char *buf, size_t len, int64_t v)
     snprintf(buf, len, "%lld", (long long)v);
 }
 
-
-
-
 /*
  * Every namespace in the JSON list (text) must exist: locks them against a
  * concurrent delete (FOR KEY SHARE) and answers 400 naming field otherwise.
@@ -103,7 +100,8 @@ static int namespaces_exist(struct rctx *x, const char *field, const char *list_
         return EZ_ERR;
     int rc = EZ_OK;
     if (PQntuples(res) > 0)
-        rc = res_bad_field(x, field, "names a namespace that does not exist: ", PQgetvalue(res, 0, 0));
+        rc = res_bad_field(x, field,
+                           "names a namespace that does not exist: ", PQgetvalue(res, 0, 0));
     PQclear(res);
     return rc;
 }

@@ -60,8 +60,7 @@ void metrics_observe(int route_index, int status, int64_t duration_us)
     while (b < NBUCKETS && secs > bucket_le[b])
         b++;
     __atomic_add_fetch(&m->bucket[b], 1, __ATOMIC_RELAXED);
-    __atomic_add_fetch(&m->sum_us, (uint64_t)(duration_us > 0 ? duration_us : 0),
-                       __ATOMIC_RELAXED);
+    __atomic_add_fetch(&m->sum_us, (uint64_t)(duration_us > 0 ? duration_us : 0), __ATOMIC_RELAXED);
 }
 
 static void route_label(int slot, char *out, size_t len)
@@ -96,8 +95,9 @@ void metrics_render_prometheus(buf_t *out)
                            label, (unsigned long long)v);
         }
     }
-    buf_puts(out, "# HELP ezapi_http_request_duration_seconds Request handling time in the worker.\n"
-                  "# TYPE ezapi_http_request_duration_seconds histogram\n");
+    buf_puts(out,
+             "# HELP ezapi_http_request_duration_seconds Request handling time in the worker.\n"
+             "# TYPE ezapi_http_request_duration_seconds histogram\n");
     for (int s = 0; shared && s < nslots; s++) {
         uint64_t total = 0;
         for (int b = 0; b <= NBUCKETS; b++)
@@ -116,8 +116,8 @@ void metrics_render_prometheus(buf_t *out)
                    "ezapi_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n"
                    "ezapi_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
                    "ezapi_http_request_duration_seconds_count{route=\"%s\"} %llu\n",
-                   label, (unsigned long long)total, label,
-                   (double)load(&shared[s].sum_us) / 1e6, label, (unsigned long long)total);
+                   label, (unsigned long long)total, label, (double)load(&shared[s].sum_us) / 1e6,
+                   label, (unsigned long long)total);
     }
 }
 

@@ -25,18 +25,18 @@ static int ns_before_delete(struct rctx *x)
     char idtxt[24];
     snprintf(idtxt, sizeof(idtxt), "%lld", (long long)x->id);
     const char *params[1] = {idtxt};
-    PGresult *res = db_exec(
-        x,
-        "WITH n AS (SELECT name FROM namespaces WHERE id = $1) "
-        "SELECT (SELECT name FROM n), "
-        " (SELECT string_agg(m.name, ',') FROM (SELECT masters.name FROM masters, n "
-        "   WHERE n.name = ANY(masters.namespaces) OR masters.default_namespace = n.name "
-        "   ORDER BY masters.id LIMIT 10) m), "
-        " (SELECT string_agg(k.id::text, ',') FROM (SELECT keys.id FROM keys, n "
-        "   WHERE n.name = ANY(keys.namespaces) ORDER BY keys.id LIMIT 10) k), "
-        " (SELECT string_agg(b.id::text, ',') FROM (SELECT bindings.id FROM bindings, n "
-        "   WHERE bindings.namespace = n.name ORDER BY bindings.id LIMIT 10) b)",
-        1, params);
+    PGresult *res =
+        db_exec(x,
+                "WITH n AS (SELECT name FROM namespaces WHERE id = $1) "
+                "SELECT (SELECT name FROM n), "
+                " (SELECT string_agg(m.name, ',') FROM (SELECT masters.name FROM masters, n "
+                "   WHERE n.name = ANY(masters.namespaces) OR masters.default_namespace = n.name "
+                "   ORDER BY masters.id LIMIT 10) m), "
+                " (SELECT string_agg(k.id::text, ',') FROM (SELECT keys.id FROM keys, n "
+                "   WHERE n.name = ANY(keys.namespaces) ORDER BY keys.id LIMIT 10) k), "
+                " (SELECT string_agg(b.id::text, ',') FROM (SELECT bindings.id FROM bindings, n "
+                "   WHERE bindings.namespace = n.name ORDER BY bindings.id LIMIT 10) b)",
+                1, params);
     if (res == NULL)
         return EZ_ERR;
     int rc = EZ_OK;

@@ -76,7 +76,6 @@ static const struct field pg_fields[] = {
     {"updated_at", "updated_at", FT_TIME, F_SORT, 0, 0, NULL, NULL},
 };
 
-
 static bool is_vertex(const char *type)
 {
     return strcmp(type, "vertex") == 0 || strcmp(type, "vertex-express") == 0;

@@ -39,9 +39,9 @@ struct field {
     const char *col;  /* SQL column, quoted when needed ("\"group\"") */
     enum ftype type;
     unsigned flags;
-    int64_t min, max;            /* ints: range; texts: length range (max 0 = no limit) */
-    const char *const *choices;  /* NULL-terminated allowed values (text, or list elements) */
-    value_check_fn check;        /* per value (list: per element) */
+    int64_t min, max;           /* ints: range; texts: length range (max 0 = no limit) */
+    const char *const *choices; /* NULL-terminated allowed values (text, or list elements) */
+    value_check_fn check;       /* per value (list: per element) */
 };
 
 /* One value about to be written: column and text form (NULL = SQL NULL). */
@@ -75,7 +75,7 @@ struct rctx {
     const char *prefix; /* "" or "items[3]." for field names in errors */
     int64_t id;         /* the row written (0 before insert) */
     bool create;
-    cJSON *extra_out;   /* hook output merged into the response (e.g. master_key); owned */
+    cJSON *extra_out;     /* hook output merged into the response (e.g. master_key); owned */
     int64_t scope_master; /* >0: restrict to this master's rows (tenant API) */
     const char *action;   /* audit action of the write in progress ("create", "batch_suspend"...) */
     /*
@@ -128,8 +128,7 @@ int tx_commit(struct req *r, PGconn *c) EZ_MUSTCHECK;
 void tx_rollback(struct req *r, PGconn *c);
 
 /* Runs a statement; on failure answers the mapped error (409/400/404/503) and returns NULL. */
-PGresult *db_exec(struct rctx *x, const char *sql, int n, const char *const *params)
-    EZ_MUSTCHECK;
+PGresult *db_exec(struct rctx *x, const char *sql, int n, const char *const *params) EZ_MUSTCHECK;
 /* Like db_exec but for SELECTs whose result is checked for rows by the caller. */
 
 /* Operation-log row in the current transaction. changes may be NULL. */
@@ -163,18 +162,17 @@ int res_bad_field(struct rctx *x, const char *field, const char *msg, const char
  * display. Returns the plaintext (free it with ez_secret_free) or NULL after
  * answering 503 when the OS gives no randomness.
  */
-char *res_new_secret(struct req *r, const char *prefix, char hash[65], char *display,
-                     size_t dlen);
+char *res_new_secret(struct req *r, const char *prefix, char hash[65], char *display, size_t dlen);
 
 /* Masks a secret for display: "sk-1…9xyz". Caller frees. */
 char *mask_secret(const char *s);
 
 /* Common value rules. */
-const char *check_name(const char *v);      /* [A-Za-z0-9_.-]{1,64} */
+const char *check_name(const char *v);        /* [A-Za-z0-9_.-]{1,64} */
 const char *check_route_group(const char *v); /* "" or a name */
-const char *check_ns_name(const char *v);   /* [a-z0-9_-]{1,64} */
-const char *check_http_url(const char *v);  /* "" or http(s)://host... */
-const char *check_model_ref(const char *v); /* "ns.model" or "model" */
+const char *check_ns_name(const char *v);     /* [a-z0-9_-]{1,64} */
+const char *check_http_url(const char *v);    /* "" or http(s)://host... */
+const char *check_model_ref(const char *v);   /* "ns.model" or "model" */
 const char *check_ip_or_cidr(const char *v);
 
 /* Parses ?page and ?page_size (answers 400 itself). */

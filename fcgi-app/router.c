@@ -162,8 +162,7 @@ void router_dispatch(struct req *r)
         return;
     r->route->handler(r);
     if (!r->responded) {
-        log_error("event=handler_no_response route=\"%s %s\"", r->route->method,
-                  r->route->pattern);
+        log_error("event=handler_no_response route=\"%s %s\"", r->route->method, r->route->pattern);
         reply_error(r, 500, "internal", NULL, "internal error");
     }
 }

@@ -133,12 +133,13 @@ int audit_write(struct rctx *x, const char *action, const char *resource, int64_
         snprintf(actor, sizeof(actor), "system");
     snprintf(idtxt, sizeof(idtxt), "%lld", (long long)id);
     char *ch = changes ? json_render(changes) : NULL;
-    const char *params[7] = {actor, action, resource, id > 0 ? idtxt : "",
-                             x->r->request_id, x->r->client_ip, ch};
-    PGresult *res = db_exec(x,
-                            "INSERT INTO operation_logs (actor, action, resource, resource_id, "
-                            "request_id, client_ip, changes) VALUES ($1,$2,$3,$4,$5,$6,coalesce($7::jsonb, '{}'))",
-                            7, params);
+    const char *params[7] = {
+        actor, action, resource, id > 0 ? idtxt : "", x->r->request_id, x->r->client_ip, ch};
+    PGresult *res = db_exec(
+        x,
+        "INSERT INTO operation_logs (actor, action, resource, resource_id, "
+        "request_id, client_ip, changes) VALUES ($1,$2,$3,$4,$5,$6,coalesce($7::jsonb, '{}'))",
+        7, params);
     free(ch);
     if (res == NULL)
         return EZ_ERR;

@@ -91,8 +91,8 @@ static void handle_one(FCGX_Request *fr, struct wctx *w)
     }
     int64_t dur = ez_mono_us() - r.start_us;
     metrics_observe(r.route_index, r.status, dur);
-    log_debug("event=request method=%s path=%s status=%d us=%lld", r.method,
-              r.path ? r.path : "-", r.status, (long long)dur);
+    log_debug("event=request method=%s path=%s status=%d us=%lld", r.method, r.path ? r.path : "-",
+              r.status, (long long)dur);
     req_finish(&r);
 }
 
