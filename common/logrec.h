@@ -65,6 +65,15 @@ enum logrec_field {
     "provider_group_id, api_key_id, provider_type, status_code, error, latency_ms, ttfb_ms, "      \
     "prompt_tokens, completion_tokens, total_tokens, stream, client_ip, user_agent, received_at"
 
+/* Columns in LOGREC_COPY_COLUMNS (tabs in a row + 1). */
+#define LOGREC_COPY_NCOLS 21
+
+/*
+ * First word of the worker's wire payload: "EZROWS1 <received_ms> <expires_ms>
+ * <records> <host>\n" then the records' COPY rows (docs/log-pipeline.md).
+ */
+#define LOGREC_WIRE_MAGIC "EZROWS1"
+
 /* One value: set = false is SQL NULL / JSON absent. i holds ints, bools (0/1) and times (us). */
 struct logrec_val {
     bool set;

@@ -156,8 +156,19 @@ static bool content_type_is(const char *ct, const char *want)
     return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ';
 }
 
-/* Validates record k; appends its normalised form to out. Answers 400 itself. */
-static int take_record(struct req *r, const cJSON *item, int k, int64_t now_us, cJSON *out)
+/*
+ * The batch as the worker sends it: the COPY rows of the validated records
+ * (docs/log-pipeline.md, "Wire protocol"), so that the single-threaded
+ * background only checks their shape instead of parsing and validating again.
+ */
+struct rows_out {
+    buf_t rows;
+    int n;
+};
+
+/* Validates record k; appends its COPY row to out. Answers 400 itself. */
+static int take_record(struct req *r, const cJSON *item, int k, int64_t now_us,
+                       struct rows_out *out)
 {
     struct logrec rec;
     char field[64], msg[256], full[96];
@@ -170,7 +181,9 @@ static int take_record(struct req *r, const cJSON *item, int k, int64_t now_us, 
         snprintf(full, sizeof(full), "logs[%d]%s%s", k, field[0] ? "." : "", field);
         return reply_error(r, 400, "invalid_argument", full, "logs[%d].%s", k, msg);
     }
-    cJSON_AddItemToArray(out, logrec_to_json(&rec));
+    /* now_us is also the receipt time (received_at) of every record of the batch. */
+    logrec_copy_row(&rec, now_us, &out->rows);
+    out->n++;
     logrec_free(&rec);
     return EZ_OK;
 }
@@ -182,7 +195,7 @@ static int too_many(struct req *r)
 }
 
 /* {"logs": [record, ...]} */
-static int parse_json_body(struct req *r, int64_t now_us, cJSON *out)
+static int parse_json_body(struct req *r, int64_t now_us, struct rows_out *out)
 {
     cJSON *root = NULL;
     char err[128];
@@ -224,7 +237,7 @@ out:
 }
 
 /* NDJSON: one record per line; blank lines (and a final newline) are skipped. */
-static int parse_ndjson_body(struct req *r, int64_t now_us, cJSON *out)
+static int parse_ndjson_body(struct req *r, int64_t now_us, struct rows_out *out)
 {
     const char *p = r->body, *end = r->body + r->body_len;
     int k = 0, line = 0;
@@ -260,42 +273,43 @@ static int parse_ndjson_body(struct req *r, int64_t now_us, cJSON *out)
 
 int internal_logs_post(struct req *r)
 {
-    cJSON *batch = NULL;
-    char *wire = NULL;
+    struct rows_out out;
+    buf_t wire;
     int rc = EZ_ERR;
+    buf_init(&out.rows);
+    out.n = 0;
+    buf_init(&wire);
 
     /* 8 x EZ_MAX_BODY_BYTES (API.md); the route table's body_limit says the same for the default.
      */
     if (req_read_body(r, 8 * r->w->cfg->max_body_bytes) != EZ_OK)
-        return EZ_ERR;
+        goto out;
     const char *ct = req_env(r, "CONTENT_TYPE");
     bool ndjson =
         content_type_is(ct, "application/x-ndjson") || content_type_is(ct, "application/ndjson");
-    if (!ndjson && !content_type_is(ct, "application/json"))
-        return reply_error(r, 415, "unsupported_media_type", NULL,
-                           "Content-Type must be application/json or application/x-ndjson");
-    if (!ez_utf8_valid(r->body, r->body_len))
-        return reply_error(r, 400, "invalid_json", NULL, "the body is not valid UTF-8");
+    if (!ndjson && !content_type_is(ct, "application/json")) {
+        reply_error(r, 415, "unsupported_media_type", NULL,
+                    "Content-Type must be application/json or application/x-ndjson");
+        goto out;
+    }
+    if (!ez_utf8_valid(r->body, r->body_len)) {
+        reply_error(r, 400, "invalid_json", NULL, "the body is not valid UTF-8");
+        goto out;
+    }
 
     int64_t now_ms = ez_now_ms();
-    batch = cJSON_CreateObject();
-    cJSON_AddNumberToObject(batch, "received_at", (double)now_ms);
-    cJSON *expires = cJSON_AddNumberToObject(batch, "expires_at", 0);
-    cJSON_AddStringToObject(batch, "host", host_name());
-    cJSON *logs = cJSON_AddArrayToObject(batch, "logs");
-    if ((ndjson ? parse_ndjson_body(r, now_ms * 1000, logs)
-                : parse_json_body(r, now_ms * 1000, logs)) != EZ_OK)
+    if ((ndjson ? parse_ndjson_body(r, now_ms * 1000, &out)
+                : parse_json_body(r, now_ms * 1000, &out)) != EZ_OK)
         goto out;
-    int n = cJSON_GetArraySize(logs);
+    int n = out.n;
 
     /* Stamped after parsing: the budget starts when the batch leaves for the background. */
-    cJSON_SetNumberValue(expires,
-                         (double)(ez_now_ms() + LOGS_ACK_TIMEOUT_MS - LOGS_EXPIRY_MARGIN_MS));
-    wire = json_render(batch);
-    cJSON_Delete(batch);
-    batch = NULL;
+    buf_printf(&wire, LOGREC_WIRE_MAGIC " %lld %lld %d %s\n", (long long)now_ms,
+               (long long)(ez_now_ms() + LOGS_ACK_TIMEOUT_MS - LOGS_EXPIRY_MARGIN_MS), n,
+               host_name());
+    buf_append(&wire, out.rows.data, out.rows.len);
     char why[256];
-    enum fwd_result fr = forward(r->w, wire, strlen(wire), why, sizeof(why));
+    enum fwd_result fr = forward(r->w, wire.data, wire.len, why, sizeof(why));
     if (fr == FWD_ACK) {
         cJSON *resp = cJSON_CreateObject();
         cJSON_AddNumberToObject(resp, "accepted", n);
@@ -319,8 +333,8 @@ int internal_logs_post(struct req *r)
                                       : "the log pipeline did not confirm in time; retry later");
     }
 out:
-    cJSON_Delete(batch);
-    free(wire);
+    buf_free(&out.rows);
+    buf_free(&wire);
     return rc;
 }
 

@@ -297,28 +297,16 @@ out:
 /* ---- stats ---- */
 
 /*
- * The stats query's own planner settings, local to its read-only
- * transaction (docs/log-pipeline.md, "Stats query"). work_mem: the sort of
- * the window's rows by key and the percentiles' sorts stay in memory up to
- * a few hundred thousand rows (the default 4 MB spills from about 40,000);
- * a query holds at most three such sorts at once. jit: compiling the
- * expressions costs more than it saves on a query that is dominated by
- * sorting, and is paid again on every call.
- */
-#define STATS_TX_BEGIN "BEGIN READ ONLY; SET LOCAL work_mem = '64MB'; SET LOCAL jit = off"
-
-/*
  * group_by values. expr is the grouping key, computed in the scan; out
  * renders it (k) as answered; order sorts the items after the totals row.
  * hour and day group on the timestamp (8-byte sort keys) and are rendered
- * as RFC 3339 texts only for the few resulting groups. model groups under
- * COLLATE "C" (a byte comparison; equality is the same under any
- * deterministic collation) and the items are still ordered under the
- * database's collation. "COLLATE "C"" and "+ 0" also keep the planner from
- * reading the window through the (model|master_id|key_id, created_at)
- * indexes just to get rows in key order: on a large window that is one
- * random heap access per row (about 1 million buffers for 5 million rows),
- * far slower than reading the created_at range and sorting.
+ * as RFC 3339 texts only for the few resulting groups. "|| ''" and "+ 0"
+ * keep the planner from reading the window through the (model|master_id|
+ * key_id, created_at) indexes just to get the rows in key order: on a large
+ * window that is one random heap access per row (about 1 million buffers
+ * for 5 million rows), far slower than reading the created_at range and
+ * sorting (docs/log-pipeline.md, "The stats query"). The filters still use
+ * the plain columns, and so their indexes.
  */
 static const struct {
     const char *name;
@@ -326,7 +314,7 @@ static const struct {
     const char *out;
     const char *order;
 } group_keys[] = {
-    {"model", "model COLLATE \"C\"", "k", "3 DESC, k COLLATE \"default\" NULLS LAST"},
+    {"model", "model || ''", "k", "3 DESC, k NULLS LAST"},
     {"master", "master_id + 0", "k", "3 DESC, k NULLS LAST"},
     {"key", "key_id + 0", "k", "3 DESC, k NULLS LAST"},
     {"provider_group", "provider_group_id", "k", "3 DESC, k NULLS LAST"},
@@ -365,40 +353,6 @@ static cJSON *zero_totals(void)
     return o;
 }
 
-/*
- * Runs the stats query in a read-only transaction of its own, with the
- * settings of STATS_TX_BEGIN. Returns its result, or NULL after logging,
- * rolling back and dropping a broken connection.
- */
-static PGresult *stats_query(struct req *r, PGconn *c, const char *sql, const struct logq *q)
-{
-    PGresult *res = PQexec(c, STATS_TX_BEGIN);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        goto fail;
-    PQclear(res);
-    res = PQexecParams(c, sql, q->n, NULL, (const char *const *)q->params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK)
-        goto fail;
-    PGresult *end = PQexec(c, "COMMIT");
-    bool committed = PQresultStatus(end) == PGRES_COMMAND_OK;
-    if (!committed)
-        log_error("event=logs_stats_failed error=\"%s\"", PQresultErrorMessage(end));
-    PQclear(end);
-    if (!committed) {
-        PQclear(res);
-        db_check(&r->w->log_db);
-        return NULL;
-    }
-    return res;
-fail:
-    log_error("event=logs_stats_failed error=\"%s\"", PQresultErrorMessage(res));
-    PQclear(res);
-    /* Ends the failed transaction (a no-op warning when BEGIN itself failed). */
-    PQclear(PQexec(c, "ROLLBACK"));
-    db_check(&r->w->log_db);
-    return NULL;
-}
-
 static int logs_stats_scoped(struct req *r, int64_t scope_master)
 {
     struct logq q;
@@ -432,8 +386,8 @@ static int logs_stats_scoped(struct req *r, int64_t scope_master)
      * sorted once by key: GROUPING SETS ((k), ()) gives the groups and the
      * totals row (is_total = 1, first). Percentiles are continuous
      * (percentile_cont, both from one sort per group) over the rows that
-     * have a latency. The scan hands on only the columns the aggregates need,
-     * with the error test already applied, so that the sort stays narrow.
+     * have a latency. The scan hands on only what the aggregates need, the
+     * error test already applied, so that the sort of the rows stays narrow.
      */
     buf_printf(&sql,
                "SELECT %s AS is_total, %s, count(*), count(*) FILTER (WHERE err), "
@@ -449,8 +403,10 @@ static int logs_stats_scoped(struct req *r, int64_t scope_master)
         buf_printf(&sql, "GROUP BY GROUPING SETS ((k), ()) ORDER BY 1 DESC, %s LIMIT %d",
                    group_keys[gk].order, STATS_GROUPS_MAX + 1);
     }
-    res = stats_query(r, c, sql.data, &q);
-    if (res == NULL) {
+    res = PQexecParams(c, sql.data, q.n, NULL, (const char *const *)q.params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        log_error("event=logs_stats_failed error=\"%s\"", PQresultErrorMessage(res));
+        db_check(&r->w->log_db);
         reply_error(r, 503, "unavailable", NULL, "log database error");
         goto out;
     }
