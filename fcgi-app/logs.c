@@ -168,7 +168,8 @@ static cJSON *json_time(const char *v)
         if (n > 0 && out[n - 1] == '.')
             out[--n] = '\0';
     }
-    strcat(out, "Z");
+    size_t len = strlen(out);
+    snprintf(out + len, sizeof(out) - len, "Z");
     return cJSON_CreateString(out);
 }
 
