@@ -36,25 +36,6 @@ void bg_ctx_free(struct bg_ctx *ctx)
     }
 }
 
-/*
- * db_get and rds_get log every failed connection attempt at warn. During an
- * outage the jobs retry every few seconds, so below debug level those
- * repeats are silenced and the outage is reported once by the callers here.
- * The daemon is single-threaded, so flipping the global level is safe.
- */
-static int quiet_begin(bool outage)
-{
-    int saved = ez_log_min_level;
-    if (outage && ez_log_min_level > EZ_LOG_DEBUG && ez_log_min_level < EZ_LOG_ERROR)
-        ez_log_min_level = EZ_LOG_ERROR;
-    return saved;
-}
-
-static void quiet_end(int saved)
-{
-    ez_log_min_level = saved;
-}
-
 /* Verifies the main schema once, on the first live connection. 0 ok or retry later, -1 fatal. */
 static int check_schema(struct bg_ctx *ctx, PGconn *conn)
 {
@@ -93,9 +74,9 @@ PGconn *bg_main_conn(struct bg_ctx *ctx)
 {
     if (ctx->stop && ctx->exit_code == BG_EXIT_SCHEMA)
         return NULL;
-    int saved = quiet_begin(ctx->main_db_down);
+    /* During an outage the jobs retry every few seconds: reported once here, retries at debug. */
+    ctx->main_db.quiet = ctx->main_db_down;
     PGconn *conn = db_get(&ctx->main_db);
-    quiet_end(saved);
 
     if (conn == NULL) {
         if (!ctx->main_db_down) {
@@ -122,9 +103,8 @@ PGconn *bg_main_conn(struct bg_ctx *ctx)
 
 redisContext *bg_redis(struct bg_ctx *ctx)
 {
-    int saved = quiet_begin(ctx->redis_down);
+    ctx->redis.quiet = ctx->redis_down;
     redisContext *c = rds_get(&ctx->redis);
-    quiet_end(saved);
 
     if (c == NULL) {
         if (!ctx->redis_down) {

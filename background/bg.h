@@ -17,8 +17,11 @@
 #define BG_EXIT_SCHEMA 3  /* the main schema is behind this build: run scripts/migrate */
 
 /*
- * One per process, owned by main(). Single-threaded: jobs and the ZeroMQ
- * handlers run one after another on the main loop, so nothing here is locked.
+ * One per process, owned by main(). Jobs and the ZeroMQ handlers run one
+ * after another on the main loop, so nothing here is locked. The helper
+ * threads (the log writer, the registry fetch, the webhook POST) never touch
+ * this context: each has its own connections and hands results over under
+ * its own lock or atomics.
  */
 struct bg_ctx {
     /*

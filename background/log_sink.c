@@ -1,7 +1,6 @@
-/* Log sink job: spool + group-commit acks for WIRE_LOGS, exactly-once COPY into request_logs. */
+/* Log sink job: spool + group-commit acks for WIRE_LOGS; the writer thread does the COPY. */
 #include "log_sink.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,20 +11,19 @@
 #include "jobs.h"
 #include "json.h"
 #include "log.h"
+#include "log_writer.h"
 #include "logrec.h"
 #include "spool.h"
-#include "version.h"
 #include "wire.h"
 
 /*
  * How the pieces fit (docs/log-pipeline.md has the whole story):
  *
- *  receive (zmq_server_drain)      run (same loop turn)             PostgreSQL
- *  validate -> COPY rows           fsync the spool once             BEGIN
- *  append to the spool (no fsync)  ack every batch of this turn     lock log_sink_progress
- *  queue in memory, kick the job   write due batches ------------>  COPY rows
- *                                                                   written_upto = last seq
- *                                                                   COMMIT
+ *  loop: receive (zmq_server_drain)  loop: run (same turn)     writer thread (log_writer.c)
+ *  check the rows' shape             fsync the spool once      BEGIN; lock log_sink_progress
+ *  append to the spool (no fsync)    ack every batch of the    COPY the synced batches
+ *  push to the writer's queue        turn; mark them synced -> written_upto = last seq
+ *  kick the job                      release written segments  COMMIT
  *
  * A spool frame is one accepted batch: its payload is the batch's COPY text
  * rows, its sequence is the batch's. Batches are never split across write
@@ -35,15 +33,6 @@
  * drops queued batches it already covers (a commit whose answer was lost),
  * so no batch is written twice and none that was acknowledged is skipped.
  */
-
-/* One accepted batch waiting for the log table. */
-struct qmsg {
-    uint64_t seq;
-    uint32_t nrows;
-    char *rows; /* COPY text rows, owned */
-    size_t len;
-    int64_t arrived_ms; /* monotonic */
-};
 
 /* A batch appended this turn, waiting for the group fsync before its ack. */
 struct pend {
@@ -55,106 +44,24 @@ struct pend {
     uint32_t nrows;
 };
 
-/* Batch write durations (seconds): Prometheus histogram bounds. */
-static const double write_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
-#define NBUCKETS EZ_ARRAY_LEN(write_buckets)
-
-struct sink_metrics {
-    uint64_t received;    /* records in WIRE_LOGS batches that arrived */
-    uint64_t accepted;    /* records acknowledged (spooled and fsynced) */
-    uint64_t rejected;    /* records refused with a nack (full, not ready, invalid, spool error) */
-    uint64_t written;     /* records committed to request_logs */
-    uint64_t quarantined; /* records the log table refused, set aside in the spool directory */
-    uint64_t writes;      /* write transactions committed */
-    uint64_t write_failures;
-    uint64_t write_us_sum;
-    uint64_t bucket[NBUCKETS]; /* not cumulative here; summed when published */
-};
-
+/* The loop's own state; the queue and the write counters are the writer's (log_writer.h). */
 static struct {
     struct spool *sp;
-    bool ready;          /* accepting batches */
-    bool progress_known; /* written_upto was read from the log table since start */
-    uint64_t written_upto;
-    bool schema_checked;
-    bool schema_bad;
-    bool db_down;        /* a log DB outage is in progress and was logged */
+    struct log_conn conn; /* ctx->log_db, for written_upto before the spool numbers batches */
+    bool ready;           /* accepting batches */
+    bool progress_known;  /* written_upto was read from the log table since start */
+    uint64_t known_upto;  /* the highest written_upto seen */
+    uint64_t released_upto;
     bool waiting_logged; /* "not ready: waiting for the log DB" was logged */
-
-    struct qmsg *q;
-    size_t qhead, qlen, qcap; /* live entries: q[qhead .. qlen) */
-    uint64_t pending_rows;
 
     struct pend *pend;
     size_t npend, pendcap;
 
-    /* Write retries. */
-    int64_t next_attempt_ms;
-    int64_t backoff_ms;
-    bool failing;   /* a failure streak is in progress and was logged */
-    size_t isolate; /* after a data error: this many writes of a single batch each */
-
     int64_t last_metrics_ms;
-    struct sink_metrics m;
+    uint64_t received; /* records in WIRE_LOGS batches that arrived */
+    uint64_t accepted; /* records acknowledged (spooled and fsynced) */
+    uint64_t rejected; /* records refused with a nack (full, not ready, invalid, spool error) */
 } S;
-
-/* ---- queue ---- */
-
-static size_t q_count(void)
-{
-    return S.qlen - S.qhead;
-}
-
-static struct qmsg *q_at(size_t i)
-{
-    return &S.q[S.qhead + i];
-}
-
-static void q_push(uint64_t seq, uint32_t nrows, char *rows, size_t len, int64_t now)
-{
-    if (S.qhead > 0 && S.qlen == S.qcap) {
-        memmove(S.q, S.q + S.qhead, q_count() * sizeof(*S.q));
-        S.qlen -= S.qhead;
-        S.qhead = 0;
-    }
-    if (S.qlen == S.qcap) {
-        S.qcap = S.qcap ? S.qcap * 2 : 64;
-        S.q = ez_realloc(S.q, S.qcap * sizeof(*S.q));
-    }
-    S.q[S.qlen++] = (struct qmsg){seq, nrows, rows, len, now};
-    S.pending_rows += nrows;
-}
-
-static void q_pop_front(void)
-{
-    struct qmsg *m = q_at(0);
-    S.pending_rows -= m->nrows;
-    free(m->rows);
-    S.qhead++;
-    if (S.qhead == S.qlen)
-        S.qhead = S.qlen = 0;
-}
-
-static void q_pop_back(void)
-{
-    struct qmsg *m = &S.q[S.qlen - 1];
-    S.pending_rows -= m->nrows;
-    free(m->rows);
-    S.qlen--;
-    if (S.qhead == S.qlen)
-        S.qhead = S.qlen = 0;
-}
-
-/* The log table already holds everything up to w: forget those batches. Returns rows dropped. */
-static uint64_t q_drop_upto(uint64_t w)
-{
-    uint64_t rows = 0;
-    while (q_count() > 0 && q_at(0)->seq <= w) {
-        rows += q_at(0)->nrows;
-        q_pop_front();
-    }
-    return rows;
-}
 
 /* ---- replies ---- */
 
@@ -181,88 +88,50 @@ static void nack(struct bg_ctx *ctx, const struct pend *p, const char *reason, c
 {
     char json[256];
     snprintf(json, sizeof(json), "{\"error\":\"%s\",\"reason\":\"%s\"}", msg, reason);
-    S.m.rejected += p->nrows;
+    S.rejected += p->nrows;
     send_reply(ctx, p, WIRE_NACK, json);
 }
 
 /*
  * The group commit: one fsync for every batch appended since the last one,
- * then the acks. A failed fsync nacks them all and takes them out of the
- * queue again (the spool cuts them off and refuses further appends).
+ * then the acks, and the writer may write them. A failed fsync nacks them
+ * all and takes them out of the queue again (the spool cuts them off and
+ * refuses further appends).
  */
 static void commit_acks(struct bg_ctx *ctx)
 {
     if (S.npend == 0)
         return;
     if (spool_sync(S.sp) != EZ_OK) {
-        for (size_t i = S.npend; i-- > 0;) {
-            q_pop_back();
+        log_writer_unpush(S.npend);
+        for (size_t i = 0; i < S.npend; i++)
             nack(ctx, &S.pend[i], "spool", "the log spool could not be synced");
-        }
         S.ready = false;
         S.npend = 0;
         return;
     }
+    log_writer_synced();
     for (size_t i = 0; i < S.npend; i++) {
-        S.m.accepted += S.pend[i].nrows;
+        S.accepted += S.pend[i].nrows;
         send_reply(ctx, &S.pend[i], WIRE_ACK, NULL);
     }
     S.npend = 0;
 }
 
-/* ---- log DB ---- */
+/* ---- progress ---- */
 
-/* Like bg_main_conn for the log DB: outage logged once; log schema checked once. */
-static PGconn *log_conn(struct bg_ctx *ctx)
+/* The log schema is behind this build (logged): the daemon exits like for the main schema. */
+static void schema_behind(struct bg_ctx *ctx)
 {
-    int saved = ez_log_min_level;
-    if (S.db_down && ez_log_min_level > EZ_LOG_DEBUG && ez_log_min_level < EZ_LOG_ERROR)
-        ez_log_min_level = EZ_LOG_ERROR; /* db_get's per-attempt warnings, during an outage */
-    PGconn *c = db_get(&ctx->log_db);
-    ez_log_min_level = saved;
-    if (c == NULL) {
-        if (!S.db_down)
-            log_warn("event=pg_unavailable db=log msg=\"log records stay in the spool; "
-                     "retrying\"");
-        S.db_down = true;
-        return NULL;
-    }
-    if (S.db_down) {
-        log_info("event=pg_available db=log");
-        S.db_down = false;
-    }
-    if (!S.schema_checked) {
-        int v = db_log_schema_version(c);
-        if (v < 0) {
-            db_check(&ctx->log_db);
-            if (ctx->log_db.conn == NULL)
-                return NULL;
-        }
-        if (v < EZ_LOG_SCHEMA_VERSION) {
-            log_error("event=log_schema_behind schema_version=%d required=%d "
-                      "msg=\"the log database schema is older than this build: run "
-                      "scripts/migrate\"",
-                      v, EZ_LOG_SCHEMA_VERSION);
-            S.schema_bad = true;
-            ctx->exit_code = BG_EXIT_SCHEMA;
-            ctx->stop = true;
-            return NULL;
-        }
-        S.schema_checked = true;
-    }
-    if (PQclientEncoding(c) != pg_char_to_encoding("UTF8") && PQsetClientEncoding(c, "UTF8") != 0) {
-        log_warn("event=log_db_encoding_failed error=\"%s\"", PQerrorMessage(c));
-        db_check(&ctx->log_db);
-        return NULL;
-    }
-    return c;
+    ctx->exit_code = BG_EXIT_SCHEMA;
+    ctx->stop = true;
 }
 
 /* Learns written_upto: the spool never numbers a new batch at or below it. */
 static void note_progress(uint64_t w)
 {
-    if (!S.progress_known || w > S.written_upto)
-        S.written_upto = w;
+    if (!S.progress_known || w > S.known_upto)
+        S.known_upto = w;
     S.progress_known = true;
     if (spool_next_seq(S.sp) <= w) {
         if (!spool_was_fresh(S.sp) && spool_next_seq(S.sp) > 1)
@@ -278,9 +147,12 @@ static void note_progress(uint64_t w)
 /* written_upto without a lock, for start-up. 0 ok, -1 unknown (DB down: logged). */
 static int read_progress(struct bg_ctx *ctx, uint64_t *w)
 {
-    PGconn *c = log_conn(ctx);
-    if (c == NULL)
+    PGconn *c = log_conn_get(&S.conn);
+    if (c == NULL) {
+        if (S.conn.schema_bad)
+            schema_behind(ctx);
         return EZ_ERR;
+    }
     PGresult *res = PQexec(c, "SELECT written_upto FROM log_sink_progress WHERE id = 1");
     int rc = EZ_ERR;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -294,269 +166,12 @@ static int read_progress(struct bg_ctx *ctx, uint64_t *w)
     return rc;
 }
 
-/*
- * Sets a batch the log table refuses (a data error the validator missed)
- * aside as <spool dir>/rejected-<seq>.copy, so that it does not block every
- * batch behind it. Returns 0 when the file is written.
- */
-static int quarantine(struct bg_ctx *ctx, const struct qmsg *m)
-{
-    char path[4200];
-    snprintf(path, sizeof(path), "%s/rejected-%020llu.copy", ctx->cfg->log_spool_dir,
-             (unsigned long long)m->seq);
-    FILE *f = fopen(path, "wb");
-    if (f == NULL) {
-        log_error("event=log_quarantine_failed file=%s error=\"%s\"", path, strerror(errno));
-        return EZ_ERR;
-    }
-    bool ok = fwrite(m->rows, 1, m->len, f) == m->len;
-    ok = (fflush(f) == 0) && ok && fsync(fileno(f)) == 0;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok) {
-        log_error("event=log_quarantine_failed file=%s error=\"%s\"", path, strerror(errno));
-        return EZ_ERR;
-    }
-    log_error("event=log_batch_quarantined seq=%llu records=%u file=%s msg=\"the log table "
-              "refused this batch; its rows are kept in the file (COPY text format, columns: "
-              "%s)\"",
-              (unsigned long long)m->seq, m->nrows, path, LOGREC_COPY_COLUMNS);
-    return EZ_OK;
-}
-
-static void observe_write(int64_t us)
-{
-    S.m.writes++;
-    S.m.write_us_sum += (uint64_t)us;
-    double secs = (double)us / 1e6;
-    for (size_t i = 0; i < NBUCKETS; i++) {
-        if (secs <= write_buckets[i]) {
-            S.m.bucket[i]++;
-            break;
-        }
-    }
-}
-
-enum write_result { WR_OK = 0, WR_RETRY = -1, WR_DATA = -2 };
-
-/*
- * One transaction: lock the progress row, drop what it already covers,
- * COPY the oldest batches (whole batches, up to LOG_SINK_TXN_ROWS rows, or
- * max_msgs batches), move written_upto to the last one, commit. skip_only:
- * write no rows, only move written_upto past the head batch (quarantine).
- */
-static enum write_result write_txn(struct bg_ctx *ctx, size_t max_msgs, bool skip_only,
-                                   size_t *tried, char *err, size_t errlen)
-{
-    PGresult *res = NULL;
-    enum write_result rc = WR_RETRY;
-    size_t nmsg = 0;
-    uint64_t rows = 0, last = 0;
-    int64_t t0 = ez_mono_us();
-
-    err[0] = '\0';
-    PGconn *c = log_conn(ctx);
-    if (c == NULL) {
-        snprintf(err, errlen, "log database unavailable");
-        return WR_RETRY;
-    }
-    res = PQexec(c, "BEGIN; SET LOCAL statement_timeout = 30000");
-    if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        goto fail;
-    PQclear(res);
-    res = PQexec(c, "SELECT written_upto FROM log_sink_progress WHERE id = 1 FOR UPDATE");
-    if (PQresultStatus(res) != PGRES_TUPLES_OK)
-        goto fail;
-    if (PQntuples(res) != 1) {
-        /* The migration inserts the row; recreate it if someone deleted it. */
-        PQclear(res);
-        res = PQexec(c, "INSERT INTO log_sink_progress (id, written_upto) VALUES (1, 0) "
-                        "ON CONFLICT (id) DO NOTHING RETURNING written_upto");
-        if (PQresultStatus(res) != PGRES_TUPLES_OK)
-            goto fail;
-        PQclear(res);
-        res = PQexec(c, "SELECT written_upto FROM log_sink_progress WHERE id = 1 FOR UPDATE");
-        if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
-            goto fail;
-    }
-    uint64_t w = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
-    PQclear(res);
-    res = NULL;
-    note_progress(w);
-    uint64_t dropped = q_drop_upto(w);
-    if (dropped > 0) {
-        /* A previous commit went through although its answer was lost. */
-        S.m.written += dropped;
-        log_info("event=log_batches_already_written written_upto=%llu records=%llu",
-                 (unsigned long long)w, (unsigned long long)dropped);
-    }
-    if (q_count() == 0) {
-        res = PQexec(c, "COMMIT");
-        if (PQresultStatus(res) != PGRES_COMMAND_OK)
-            goto fail;
-        PQclear(res);
-        return WR_OK;
-    }
-
-    if (skip_only) {
-        nmsg = 1;
-        last = q_at(0)->seq;
-    } else {
-        while (nmsg < q_count() && nmsg < max_msgs &&
-               (nmsg == 0 || rows + q_at(nmsg)->nrows <= LOG_SINK_TXN_ROWS)) {
-            rows += q_at(nmsg)->nrows;
-            last = q_at(nmsg)->seq;
-            nmsg++;
-        }
-        *tried = nmsg;
-        res = PQexec(c, "COPY request_logs (" LOGREC_COPY_COLUMNS ") FROM STDIN");
-        if (PQresultStatus(res) != PGRES_COPY_IN)
-            goto fail;
-        PQclear(res);
-        res = NULL;
-        for (size_t i = 0; i < nmsg; i++) {
-            if (PQputCopyData(c, q_at(i)->rows, (int)q_at(i)->len) != 1) {
-                snprintf(err, errlen, "COPY data: %s", PQerrorMessage(c));
-                goto fail;
-            }
-        }
-        if (PQputCopyEnd(c, NULL) != 1) {
-            snprintf(err, errlen, "COPY end: %s", PQerrorMessage(c));
-            goto fail;
-        }
-        res = PQgetResult(c);
-        if (PQresultStatus(res) != PGRES_COMMAND_OK)
-            goto fail;
-        PQclear(res);
-        /* Drain the end of the COPY exchange. */
-        while ((res = PQgetResult(c)) != NULL)
-            PQclear(res);
-    }
-
-    char lastbuf[24];
-    snprintf(lastbuf, sizeof(lastbuf), "%llu", (unsigned long long)last);
-    const char *params[1] = {lastbuf};
-    res = PQexecParams(c, "UPDATE log_sink_progress SET written_upto = $1 WHERE id = 1", 1, NULL,
-                       params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        goto fail;
-    PQclear(res);
-    res = PQexec(c, "COMMIT");
-    if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        goto fail;
-    PQclear(res);
-
-    /* Committed: the batches are in the table. */
-    for (size_t i = 0; i < nmsg; i++) {
-        if (skip_only)
-            S.m.quarantined += q_at(0)->nrows;
-        else
-            S.m.written += q_at(0)->nrows;
-        q_pop_front();
-    }
-    S.written_upto = last;
-    if (!skip_only)
-        observe_write(ez_mono_us() - t0);
-    if (spool_release(S.sp, last) < 0)
-        log_warn("event=spool_release_failed written_upto=%llu", (unsigned long long)last);
-    log_debug("event=log_batch_written batches=%zu records=%llu written_upto=%llu us=%lld", nmsg,
-              (unsigned long long)rows, (unsigned long long)last, (long long)(ez_mono_us() - t0));
-    return WR_OK;
-
-fail:
-    if (err[0] == '\0') {
-        const char *msg = res ? PQresultErrorMessage(res) : "";
-        snprintf(err, errlen, "%s", (msg && *msg) ? msg : PQerrorMessage(c));
-    }
-    if (res) {
-        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        /* 22xxx data exception, 23xxx integrity violation: this data will never go in. */
-        if (state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0))
-            rc = WR_DATA;
-        PQclear(res);
-    }
-    if (PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) != PQTRANS_IDLE) {
-        PGresult *rb = PQexec(c, "ROLLBACK");
-        PQclear(rb);
-    }
-    db_check(&ctx->log_db);
-    S.m.write_failures++;
-    return rc;
-}
-
-/* A write attempt with the failure bookkeeping: backoff, once-per-streak logs, poison batches. */
-static int write_once(struct bg_ctx *ctx, int64_t now)
-{
-    char err[512];
-    size_t tried = 0;
-    enum write_result r = write_txn(ctx, S.isolate ? 1 : SIZE_MAX, false, &tried, err, sizeof(err));
-    if (r == WR_DATA && tried == 0)
-        r = WR_RETRY; /* not from the rows themselves */
-    if (r == WR_DATA && tried > 1) {
-        /* One of these batches is refused by the table: retry them one at a time to find it. */
-        S.isolate = tried;
-        log_warn("event=log_write_data_error batches=%zu error=\"%s\" msg=\"retrying batch by "
-                 "batch\"",
-                 tried, err);
-        return EZ_ERR;
-    }
-    if (r == WR_DATA) {
-        /* This one batch will never go in: set it aside, then move written_upto past it. */
-        log_error("event=log_write_refused seq=%llu error=\"%s\"", (unsigned long long)q_at(0)->seq,
-                  err);
-        if (quarantine(ctx, q_at(0)) == EZ_OK)
-            r = write_txn(ctx, 1, true, &tried, err, sizeof(err));
-        else
-            r = WR_RETRY;
-    }
-    if (r == WR_OK) {
-        if (S.isolate > 0)
-            S.isolate--;
-        if (S.failing)
-            log_info("event=log_write_recovered queued_records=%llu",
-                     (unsigned long long)S.pending_rows);
-        S.failing = false;
-        S.backoff_ms = 0;
-        S.next_attempt_ms = 0;
-        return EZ_OK;
-    }
-    S.backoff_ms = S.backoff_ms ? S.backoff_ms * 2 : LOG_SINK_BACKOFF_MIN_MS;
-    if (S.backoff_ms > LOG_SINK_BACKOFF_MAX_MS)
-        S.backoff_ms = LOG_SINK_BACKOFF_MAX_MS;
-    S.next_attempt_ms = now + S.backoff_ms;
-    if (!S.failing) {
-        if (!S.db_down)
-            log_warn("event=log_write_failed error=\"%s\" queued_records=%llu retry_ms=%lld", err,
-                     (unsigned long long)S.pending_rows, (long long)S.backoff_ms);
-        S.failing = true;
-    } else {
-        log_debug("event=log_write_failed error=\"%s\" retry_ms=%lld", err,
-                  (long long)S.backoff_ms);
-    }
-    return EZ_ERR;
-}
-
 /* ---- job ---- */
-
-static int64_t tick_ms(const struct ez_config *cfg)
-{
-    int64_t t = cfg->log_flush_ms / 4;
-    return t < 5 ? 5 : t > 250 ? 250 : t;
-}
 
 int64_t log_sink_interval_ms(const struct ez_config *cfg)
 {
-    return tick_ms(cfg);
-}
-
-/* Due: a full batch waits, or the oldest record would wait past the flush interval by the next
- * tick. */
-static bool write_due(const struct ez_config *cfg, int64_t now)
-{
-    if (q_count() == 0 || now < S.next_attempt_ms)
-        return false;
-    if (S.pending_rows >= (uint64_t)cfg->log_batch_size)
-        return true;
-    return now >= q_at(0)->arrived_ms + cfg->log_flush_ms - tick_ms(cfg);
+    (void)cfg;
+    return LOG_SINK_TICK_MS;
 }
 
 static int replay_one(uint64_t seq, const void *payload, size_t len, void *arg)
@@ -567,7 +182,7 @@ static int replay_one(uint64_t seq, const void *payload, size_t len, void *arg)
         n += ((const char *)payload)[i] == '\n';
     char *copy = ez_malloc(len ? len : 1);
     memcpy(copy, payload, len);
-    q_push(seq, n, copy, len, now);
+    log_writer_push(seq, n, copy, len, now);
     return EZ_OK;
 }
 
@@ -579,7 +194,7 @@ static void try_ready(struct bg_ctx *ctx)
     uint64_t w;
     if (!S.progress_known) {
         if (read_progress(ctx, &w) != EZ_OK) {
-            if (!S.waiting_logged)
+            if (!S.waiting_logged && !ctx->stop)
                 log_warn("event=log_sink_waiting msg=\"new spool: log batches are refused until "
                          "the log database tells where numbering continues\"");
             S.waiting_logged = true;
@@ -591,8 +206,8 @@ static void try_ready(struct bg_ctx *ctx)
         return;
     S.ready = true;
     log_info("event=log_sink_ready next_seq=%llu written_upto=%llu queued_records=%llu",
-             (unsigned long long)spool_next_seq(S.sp), (unsigned long long)S.written_upto,
-             (unsigned long long)S.pending_rows);
+             (unsigned long long)spool_next_seq(S.sp), (unsigned long long)S.known_upto,
+             (unsigned long long)log_writer_queued_rows());
 }
 
 int log_sink_init(struct bg_ctx *ctx)
@@ -600,41 +215,66 @@ int log_sink_init(struct bg_ctx *ctx)
     char err[512];
     uint64_t w = 0;
     memset(&S, 0, sizeof(S));
+    S.conn.db = &ctx->log_db;
     if (spool_open(ctx->cfg->log_spool_dir, 0, &S.sp, err, sizeof(err)) != EZ_OK) {
         log_error("event=log_sink_init_failed error=\"%s\"", err);
         return EZ_ERR;
     }
+    /* DSNs keep their start-up strings across SIGHUP (bg.h): the writer may borrow this one. */
+    log_writer_init(config_log_dsn(ctx->cfg), ctx->cfg->log_spool_dir);
+    log_writer_settings(ctx->cfg->log_batch_size, ctx->cfg->log_flush_ms);
     /* One attempt now: replaying after written_upto skips what is already in the table. */
     if (read_progress(ctx, &w) == EZ_OK)
         note_progress(w);
     if (ctx->stop)
         return EZ_OK; /* log schema behind: the daemon is stopping */
     int64_t now = jobs_now_ms();
-    if (spool_replay(S.sp, S.progress_known ? S.written_upto : 0, replay_one, &now) != EZ_OK) {
+    if (spool_replay(S.sp, S.progress_known ? S.known_upto : 0, replay_one, &now) != EZ_OK) {
         log_error("event=log_sink_init_failed error=\"spool replay failed\"");
         return EZ_ERR;
     }
+    log_writer_synced(); /* replayed batches are on disk already */
     struct spool_stats st;
+    struct log_writer_status ws;
     spool_get_stats(S.sp, &st);
+    log_writer_status(&ws);
     log_info("event=log_spool_opened dir=%s segments=%llu bytes=%llu truncated_bytes=%llu "
-             "replayed_batches=%zu replayed_records=%llu written_upto=%s%llu",
+             "replayed_batches=%llu replayed_records=%llu written_upto=%s%llu",
              ctx->cfg->log_spool_dir, (unsigned long long)st.segments, (unsigned long long)st.bytes,
-             (unsigned long long)st.truncated, q_count(), (unsigned long long)S.pending_rows,
-             S.progress_known ? "" : "unknown:", (unsigned long long)S.written_upto);
+             (unsigned long long)st.truncated, (unsigned long long)ws.queued_batches,
+             (unsigned long long)ws.queued_rows,
+             S.progress_known ? "" : "unknown:", (unsigned long long)S.known_upto);
     /* A used spool knows its own sequence; a fresh one must learn it from the log table. */
     if (!spool_was_fresh(S.sp) || S.progress_known) {
         if (spool_begin(S.sp) != EZ_OK)
             return EZ_ERR;
         S.ready = true;
         log_info("event=log_sink_ready next_seq=%llu queued_records=%llu",
-                 (unsigned long long)spool_next_seq(S.sp), (unsigned long long)S.pending_rows);
+                 (unsigned long long)spool_next_seq(S.sp), (unsigned long long)ws.queued_rows);
     } else {
         try_ready(ctx);
     }
-    return EZ_OK;
+    return log_writer_start();
 }
 
 static void publish_metrics(struct bg_ctx *ctx);
+
+/* What the writer did since the last run: progress to learn, segments to release, schema. */
+static void follow_writer(struct bg_ctx *ctx)
+{
+    struct log_writer_status ws;
+    log_writer_status(&ws);
+    if (ws.schema_bad && !ctx->stop)
+        schema_behind(ctx);
+    if (ws.db_upto > S.known_upto)
+        note_progress(ws.db_upto);
+    if (ws.written_upto > S.released_upto) {
+        if (spool_release(S.sp, ws.written_upto) < 0)
+            log_warn("event=spool_release_failed written_upto=%llu",
+                     (unsigned long long)ws.written_upto);
+        S.released_upto = ws.written_upto;
+    }
+}
 
 int log_sink_run(struct bg_ctx *ctx)
 {
@@ -643,13 +283,9 @@ int log_sink_run(struct bg_ctx *ctx)
     commit_acks(ctx);
     if (!S.ready)
         try_ready(ctx);
-
-    int64_t start = jobs_now_ms(), now = start;
-    while (!ctx->stop && write_due(ctx->cfg, now) && now - start < LOG_SINK_RUN_BUDGET_MS) {
-        if (write_once(ctx, now) != EZ_OK && S.isolate == 0)
-            break;
-        now = jobs_now_ms();
-    }
+    log_writer_settings(ctx->cfg->log_batch_size, ctx->cfg->log_flush_ms);
+    int64_t now = jobs_now_ms();
+    follow_writer(ctx);
     if (now - S.last_metrics_ms >= LOG_SINK_METRICS_MS) {
         S.last_metrics_ms = now;
         publish_metrics(ctx);
@@ -662,34 +298,20 @@ void log_sink_fini(struct bg_ctx *ctx)
     if (S.sp == NULL)
         return;
     commit_acks(ctx);
-    if (q_count() > 0 && !S.schema_bad) {
-        int64_t deadline = jobs_now_ms() + LOG_SINK_DRAIN_MS;
-        log_info("event=log_sink_draining queued_records=%llu", (unsigned long long)S.pending_rows);
-        S.next_attempt_ms = 0;
-        while (q_count() > 0) {
-            int64_t now = jobs_now_ms();
-            if (now >= deadline)
-                break;
-            if (now < S.next_attempt_ms) {
-                int64_t wait =
-                    S.next_attempt_ms < deadline ? S.next_attempt_ms - now : deadline - now;
-                usleep((useconds_t)(wait * 1000));
-                continue;
-            }
-            (void)write_once(ctx, now);
-        }
-        if (q_count() > 0)
-            log_warn("event=log_sink_drain_incomplete queued_records=%llu msg=\"left in the "
-                     "spool; written after the next start\"",
-                     (unsigned long long)S.pending_rows);
-        else
-            log_info("event=log_sink_drained written_upto=%llu",
-                     (unsigned long long)S.written_upto);
-    }
+    uint64_t queued = log_writer_queued_rows();
+    bool drain = queued > 0 && !(ctx->stop && ctx->exit_code == BG_EXIT_SCHEMA);
+    if (drain)
+        log_info("event=log_sink_draining queued_records=%llu", (unsigned long long)queued);
+    uint64_t left = log_writer_stop(drain ? LOG_SINK_DRAIN_MS : 0);
+    follow_writer(ctx);
+    if (drain && left > 0)
+        log_warn("event=log_sink_drain_incomplete queued_records=%llu msg=\"left in the "
+                 "spool; written after the next start\"",
+                 (unsigned long long)left);
+    else if (drain)
+        log_info("event=log_sink_drained written_upto=%llu", (unsigned long long)S.released_upto);
     publish_metrics(ctx);
-    while (q_count() > 0)
-        q_pop_front();
-    free(S.q);
+    log_writer_free();
     free(S.pend);
     spool_close(S.sp);
     memset(&S, 0, sizeof(S));
@@ -855,7 +477,7 @@ void log_sink_receive(struct bg_ctx *ctx, const void *const *env, const size_t *
     char msg[384];
     int br = batch_rows(ctx->hostname, payload, len, &rows, &n, msg, sizeof(msg));
     p.nrows = n;
-    S.m.received += n;
+    S.received += n;
     if (br == 1) {
         log_warn("event=log_batch_expired detail=\"%s\" msg=\"its worker has answered 503; not "
                  "spooled\"",
@@ -876,7 +498,8 @@ void log_sink_receive(struct bg_ctx *ctx, const void *const *env, const size_t *
         return;
     }
     /* A batch larger than the whole queue still goes into an empty pipeline. */
-    if (S.pending_rows > 0 && S.pending_rows + n > (uint64_t)ctx->cfg->log_queue) {
+    uint64_t queued = log_writer_queued_rows();
+    if (queued > 0 && queued + n > (uint64_t)ctx->cfg->log_queue) {
         nack(ctx, &p, "full", "the log pipeline is full");
         buf_free(&rows);
         return;
@@ -888,7 +511,7 @@ void log_sink_receive(struct bg_ctx *ctx, const void *const *env, const size_t *
         return;
     }
     size_t rlen = rows.len;
-    q_push(s, n, buf_steal(&rows), rlen, jobs_now_ms());
+    log_writer_push(s, n, buf_steal(&rows), rlen, jobs_now_ms());
     if (S.npend == S.pendcap) {
         S.pendcap = S.pendcap ? S.pendcap * 2 : 64;
         S.pend = ez_realloc(S.pend, S.pendcap * sizeof(*S.pend));
@@ -910,7 +533,9 @@ static void publish_metrics(struct bg_ctx *ctx)
     if (rc == NULL)
         return;
     struct spool_stats st;
+    struct log_writer_status ws;
     spool_get_stats(S.sp, &st);
+    log_writer_status(&ws);
 
     enum { MAXF = 40 };
     char vals[MAXF][32];
@@ -926,31 +551,31 @@ static void publish_metrics(struct bg_ctx *ctx)
         argv[n++] = name;                                                                          \
         argv[n++] = vals[i_];                                                                      \
     } while (0)
-    FIELD_U("records_received_total", S.m.received);
-    FIELD_U("records_accepted_total", S.m.accepted);
-    FIELD_U("records_rejected_total", S.m.rejected);
-    FIELD_U("records_written_total", S.m.written);
-    FIELD_U("records_quarantined_total", S.m.quarantined);
-    FIELD_U("records_queued", S.pending_rows);
-    FIELD_U("batches_queued", q_count());
+    FIELD_U("records_received_total", S.received);
+    FIELD_U("records_accepted_total", S.accepted);
+    FIELD_U("records_rejected_total", S.rejected);
+    FIELD_U("records_written_total", ws.written);
+    FIELD_U("records_quarantined_total", ws.quarantined);
+    FIELD_U("records_queued", ws.queued_rows);
+    FIELD_U("batches_queued", ws.queued_batches);
     FIELD_U("spool_bytes", st.bytes);
     FIELD_U("spool_segments", st.segments);
     FIELD_U("spool_fsyncs_total", st.fsyncs);
     FIELD_U("spool_truncated_bytes_total", st.truncated);
-    FIELD_U("batch_writes_total", S.m.writes);
-    FIELD_U("batch_write_failures_total", S.m.write_failures);
-    FIELD_U("batch_write_us_sum", S.m.write_us_sum);
+    FIELD_U("batch_writes_total", ws.writes);
+    FIELD_U("batch_write_failures_total", ws.write_failures);
+    FIELD_U("batch_write_us_sum", ws.write_us_sum);
     uint64_t cum = 0;
-    static const char *const bucket_names[NBUCKETS] = {
+    static const char *const bucket_names[LOG_WRITER_NBUCKETS] = {
         "batch_write_le_0.005", "batch_write_le_0.01", "batch_write_le_0.025",
         "batch_write_le_0.05",  "batch_write_le_0.1",  "batch_write_le_0.25",
         "batch_write_le_0.5",   "batch_write_le_1",    "batch_write_le_2.5",
         "batch_write_le_5",     "batch_write_le_10"};
-    for (size_t i = 0; i < NBUCKETS; i++) {
-        cum += S.m.bucket[i];
+    for (size_t i = 0; i < LOG_WRITER_NBUCKETS; i++) {
+        cum += ws.bucket[i];
         FIELD_U(bucket_names[i], cum);
     }
-    FIELD_U("written_upto", S.written_upto);
+    FIELD_U("written_upto", S.known_upto);
     FIELD_U("ready", S.ready ? 1 : 0);
     FIELD_U("pid", (unsigned long long)getpid());
     FIELD_U("updated_at_ms", (unsigned long long)ez_now_ms());

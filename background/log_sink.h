@@ -1,8 +1,8 @@
 /*
  * The log sink job (docs/log-pipeline.md): takes the workers' WIRE_LOGS
  * batches, appends them to the spool, acknowledges them after one fsync per
- * loop turn (group commit), and writes them to request_logs with COPY,
- * moving log_sink_progress.written_upto in the same transaction.
+ * loop turn (group commit) and hands them to the writer thread
+ * (log_writer.h), which COPYs them into request_logs.
  */
 #ifndef EZ_LOG_SINK_H
 #define EZ_LOG_SINK_H
@@ -14,29 +14,26 @@
 
 struct bg_ctx;
 
-/* Most rows in one write transaction (a backlog is written in transactions of this size). */
-#define LOG_SINK_TXN_ROWS 10000
-/* Longest the loop spends writing in one run before it goes back to the socket. */
-#define LOG_SINK_RUN_BUDGET_MS 200
+/* The job's tick: acks go out at once (every logs message kicks it), this paces the rest. */
+#define LOG_SINK_TICK_MS 100
 /* Longest SIGTERM waits for the log database before leaving records in the spool. */
 #define LOG_SINK_DRAIN_MS 10000
-/* Retry delays after a failed write: doubling from the first to the last. */
-#define LOG_SINK_BACKOFF_MIN_MS 200
-#define LOG_SINK_BACKOFF_MAX_MS 5000
 /* The metrics hash in Redis is rewritten this often, and expires after LOG_SINK_METRICS_TTL_S. */
 #define LOG_SINK_METRICS_MS 1000
 #define LOG_SINK_METRICS_TTL_S 60
 
 /*
- * Job table entry points (jobs.c). The interval is a tick of a quarter of
- * EZ_LOG_FLUSH_MS (5..250 ms): each run writes the queue when
- * EZ_LOG_BATCH_SIZE records are waiting or the oldest would otherwise wait
- * longer than EZ_LOG_FLUSH_MS, so the loop's poll timeout honours the
- * flush deadline. The job is also kicked by every WIRE_LOGS message, so
- * that acknowledgements go out in the same loop turn.
+ * Job table entry points (jobs.c). The job is kicked by every WIRE_LOGS
+ * message, so that acknowledgements go out in the same loop turn; each run
+ * also passes the flush settings to the writer, releases written spool
+ * segments and publishes the metrics. The writer keeps EZ_LOG_BATCH_SIZE
+ * and EZ_LOG_FLUSH_MS itself, so the tick is fixed (LOG_SINK_TICK_MS).
  */
 int64_t log_sink_interval_ms(const struct ez_config *cfg);
-/* Opens the spool, replays what is not yet in the log table. -1 = refuse to start (logged). */
+/*
+ * Opens the spool, replays what is not yet in the log table, starts the
+ * writer thread. -1 = refuse to start (logged).
+ */
 int log_sink_init(struct bg_ctx *ctx);
 int log_sink_run(struct bg_ctx *ctx);
 /* SIGTERM: acknowledges, then writes everything queued (at most LOG_SINK_DRAIN_MS), closes. */

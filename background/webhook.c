@@ -285,11 +285,8 @@ static cJSON *render_top(PGresult *res)
 /* The log DB connection, its per-attempt warnings silenced while it keeps failing. */
 static PGconn *log_conn(struct bg_ctx *ctx)
 {
-    int saved = ez_log_min_level;
-    if (log_db_failing && ez_log_min_level > EZ_LOG_DEBUG && ez_log_min_level < EZ_LOG_ERROR)
-        ez_log_min_level = EZ_LOG_ERROR;
+    ctx->log_db.quiet = log_db_failing;
     PGconn *c = db_get(&ctx->log_db);
-    ez_log_min_level = saved;
     log_db_failing = c == NULL;
     return c;
 }

@@ -15,6 +15,7 @@ void db_init(struct ez_db *db, const char *dsn)
     db->dsn = dsn;
     db->conn = NULL;
     db->last_attempt_ms = 0;
+    db->quiet = false;
 }
 
 /*
@@ -60,7 +61,8 @@ PGconn *db_get(struct ez_db *db)
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     if (PQstatus(c) != CONNECTION_OK) {
         /* PQerrorMessage never contains the password. */
-        log_warn("event=pg_connect_failed error=\"%s\"", PQerrorMessage(c));
+        EZ_LOG_AT(db->quiet ? EZ_LOG_DEBUG : EZ_LOG_WARN, "event=pg_connect_failed error=\"%s\"",
+                  PQerrorMessage(c));
         PQfinish(c);
         return NULL;
     }

@@ -12,6 +12,11 @@ struct ez_db {
     const char *dsn; /* borrowed from the config */
     PGconn *conn;
     int64_t last_attempt_ms; /* throttles reconnect attempts while the server is down */
+    /*
+     * Set by the owner while an outage it has already reported goes on:
+     * db_get logs failed connection attempts at debug instead of warn.
+     */
+    bool quiet;
 };
 
 void db_init(struct ez_db *db, const char *dsn);

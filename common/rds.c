@@ -18,6 +18,7 @@ void rds_init(struct ez_rds *r, const char *addr, const char *password, int db)
     r->db = db;
     r->ctx = NULL;
     r->last_attempt_ms = 0;
+    r->quiet = false;
 }
 
 /* Splits "host:port" (the config validated it) into host and port. */
@@ -69,8 +70,9 @@ redisContext *rds_get(struct ez_rds *r)
     redisContext *c = redisConnectWithTimeout(host, port, tv);
     redisReply *reply = NULL;
     if (c == NULL || c->err) {
-        log_warn("event=redis_connect_failed addr=%s error=\"%s\"", r->addr,
-                 c ? c->errstr : "out of memory");
+        EZ_LOG_AT(r->quiet ? EZ_LOG_DEBUG : EZ_LOG_WARN,
+                  "event=redis_connect_failed addr=%s error=\"%s\"", r->addr,
+                  c ? c->errstr : "out of memory");
         goto fail;
     }
     redisSetTimeout(c, tv);

@@ -11,6 +11,7 @@ struct ez_rds {
     int db;
     redisContext *ctx;
     int64_t last_attempt_ms;
+    bool quiet; /* an outage the owner reported goes on: connect failures logged at debug */
 };
 
 void rds_init(struct ez_rds *r, const char *addr, const char *password, int db);

@@ -7,7 +7,11 @@
  *       CLIENTS threads (one keep-alive connection each), then waits until
  *       log_sink_progress.written_upto has moved by the number of accepted
  *       batches (one POST = one spool batch), i.e. until every row is in
- *       PostgreSQL. A 503 is retried after 5 ms (counted).
+ *       PostgreSQL. A 503 (the pipeline is full: EZ_LOG_QUEUE records wait for
+ *       PostgreSQL) is retried after 5 ms, doubling per attempt up to
+ *       RETRY_MAX_US, as a data plane backs off (counted). Retrying every 5 ms
+ *       made the clients re-send batches the workers parse again, taking CPU
+ *       from the writer the bench measures.
  *       Prints: records= batches= seconds= acked_seconds= records_per_s=
  *       p50_ms= p99_ms= retries= errors=
  *
@@ -31,6 +35,8 @@
 #include <unistd.h>
 
 #define MAX_RETRIES 2000
+#define RETRY_MIN_US 5000
+#define RETRY_MAX_US 160000
 
 static double now_s(void)
 {
@@ -139,6 +145,7 @@ static void *client_main(void *arg)
         char *body = render_body(L, b, &len);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)len);
+        useconds_t backoff = RETRY_MIN_US;
         for (int attempt = 0;; attempt++) {
             double t0 = now_s();
             CURLcode rc = curl_easy_perform(h);
@@ -153,7 +160,8 @@ static void *client_main(void *arg)
             }
             if (rc == CURLE_OK && status == 503 && attempt < MAX_RETRIES) {
                 atomic_fetch_add(&L->retries, 1);
-                usleep(5000);
+                usleep(backoff);
+                backoff = backoff * 2 > RETRY_MAX_US ? RETRY_MAX_US : backoff * 2;
                 continue;
             }
             atomic_fetch_add(&L->errors, 1);
