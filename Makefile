@@ -32,7 +32,7 @@ FCGI_LIBOBJ := $(filter-out $(BUILD)/fcgi-app/main.o,$(FCGI_OBJ))
 BG_LIBOBJ   := $(filter-out $(BUILD)/background/main.o,$(BG_OBJ))
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all build asan run stop test unit e2e bench fuzz clean install-deps migrate \
+.PHONY: all build asan run stop test tsan unit e2e bench fuzz clean install-deps migrate \
         format format-check swagger
 
 all: build
@@ -85,6 +85,13 @@ migrate:
 test: install-deps swagger
 	$(MAKE) SANITIZE=address,undefined build units
 	scripts/run-tests
+
+# The e2e suite against ThreadSanitizer builds of the servers (not part of `make test`:
+# it doubles the run time). Any report fails the run (scripts/run-tests scans the logs).
+tsan: install-deps swagger
+	$(MAKE) SANITIZE=thread BUILD=build/tsan build
+	TSAN_OPTIONS="halt_on_error=0 report_signal_unsafe=0 suppressions=$(CURDIR)/tests/tsan.supp" \
+		TEST_BUILD=build/tsan SKIP_UNIT=1 scripts/run-tests
 
 bench: install-deps swagger build
 	scripts/bench

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -21,10 +22,11 @@ struct thread_slot {
     int listen_fd;
     const struct ez_config *cfg;
     void *zmq_ctx;
-    volatile int done;
+    atomic_int done; /* set by the thread as it exits; read by the draining main thread */
 };
 
-static volatile int stopping;
+/* Set by the main thread, read by every request thread: atomic, not volatile (a data race). */
+static atomic_int stopping;
 
 /* SIGUSR1 only interrupts a thread blocked in accept(); the flag is what it reads. */
 static void on_wake(int sig)
@@ -112,9 +114,9 @@ static void *thread_main(void *arg)
 
     FCGX_Request fr;
     FCGX_InitRequest(&fr, slot->listen_fd, FCGI_FAIL_ACCEPT_ON_INTR);
-    while (!stopping) {
+    while (!atomic_load(&stopping)) {
         if (FCGX_Accept_r(&fr) < 0) {
-            if (stopping)
+            if (atomic_load(&stopping))
                 break;
             if (errno == EINTR)
                 continue;
@@ -130,7 +132,7 @@ static void *thread_main(void *arg)
     rds_close(&w.redis);
     if (w.zmq_sock)
         zmq_close(w.zmq_sock);
-    slot->done = 1;
+    atomic_store(&slot->done, 1);
     return NULL;
 }
 
@@ -154,13 +156,13 @@ static void wait_for_stop(void)
  */
 static void drain_threads(struct thread_slot *slots, int n)
 {
-    stopping = 1;
+    atomic_store(&stopping, 1);
     FCGX_ShutdownPending();
     int64_t deadline = ez_mono_us() + 25 * 1000000LL;
     for (;;) {
         int alive = 0;
         for (int i = 0; i < n; i++) {
-            if (!slots[i].done) {
+            if (!atomic_load(&slots[i].done)) {
                 alive++;
                 pthread_kill(slots[i].tid, SIGUSR1);
             }
@@ -199,7 +201,7 @@ int worker_process_run(int listen_fd, const struct ez_config *cfg)
         slots[i].zmq_ctx = zctx;
         if (pthread_create(&slots[i].tid, NULL, thread_main, &slots[i]) != 0) {
             log_error("event=thread_create_failed index=%d", i);
-            slots[i].done = 1;
+            atomic_store(&slots[i].done, 1);
             break;
         }
         started++;
@@ -210,7 +212,7 @@ int worker_process_run(int listen_fd, const struct ez_config *cfg)
     drain_threads(slots, started);
     int rc = 0;
     for (int i = 0; i < started; i++) {
-        if (slots[i].done)
+        if (atomic_load(&slots[i].done))
             pthread_join(slots[i].tid, NULL);
         else
             rc = 1; /* stuck in a request past the deadline: exit anyway */
