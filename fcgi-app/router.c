@@ -17,46 +17,67 @@ static bool seg_match(const char *pat, size_t plen, const char *seg, size_t slen
     return plen == slen && memcmp(pat, seg, plen) == 0;
 }
 
-/* Walks pattern and path segment by segment; true when both end together. */
-static bool path_match(const char *pattern, const char *path)
+/*
+ * Walks pattern and path segment by segment. Returns -1 when they differ,
+ * else the number of literal (not ':name') segments of the pattern.
+ */
+static int path_match(const char *pattern, const char *path)
 {
     const char *p = pattern, *s = path;
+    int literals = 0;
     for (;;) {
         while (*p == '/')
             p++;
         while (*s == '/')
             s++;
         if (*p == '\0' || *s == '\0')
-            return *p == '\0' && *s == '\0';
+            return *p == '\0' && *s == '\0' ? literals : -1;
         size_t pl = strcspn(p, "/"), sl = strcspn(s, "/");
         if (!seg_match(p, pl, s, sl))
-            return false;
+            return -1;
+        literals += p[0] != ':';
         p += pl;
         s += sl;
     }
 }
 
+/*
+ * Of the routes matching path, those with the most literal segments own it:
+ * the method is looked up, and Allow is built, among them only. So PUT
+ * /admin/models/registry is a 405 of the registry route (Allow: GET), not a
+ * PUT of the model "registry" (a 400 for a bad id). One pass: a match with
+ * more literals than the best so far starts the Allow list again.
+ */
 int router_match(const char *method, const char *path, char *allow, size_t allowlen)
 {
-    bool path_seen = false;
+    int best = -1, found = -1;
     size_t alen = 0;
     if (allowlen)
         allow[0] = '\0';
     for (int i = 0; i < router_nroutes; i++) {
         const struct route *rt = &router_routes[i];
-        if (!path_match(rt->pattern, path))
+        int n = path_match(rt->pattern, path);
+        if (n < 0 || n < best)
             continue;
-        if (strcmp(rt->method, method) == 0)
-            return i;
-        path_seen = true;
+        if (n > best) {
+            best = n;
+            found = -1;
+            alen = 0;
+            if (allowlen)
+                allow[0] = '\0';
+        }
+        if (found < 0 && strcmp(rt->method, method) == 0)
+            found = i; /* the first of equals wins; keep going for a more literal route */
         if (strstr(allow, rt->method) == NULL && alen + strlen(rt->method) + 3 < allowlen) {
             alen += (size_t)snprintf(allow + alen, allowlen - alen, "%s%s", alen ? ", " : "",
                                      rt->method);
         }
     }
-    if (path_seen && alen + 10 < allowlen)
+    if (found >= 0)
+        return found;
+    if (best >= 0 && alen + 10 < allowlen)
         snprintf(allow + alen, allowlen - alen, ", OPTIONS");
-    return path_seen ? -2 : -1;
+    return best >= 0 ? -2 : -1;
 }
 
 enum auth_kind router_auth_for_path(const char *path)

@@ -54,7 +54,7 @@ const struct route router_routes[] = {
     {"GET", "/admin/models", models_list, AUTH_ADMIN, 0},
     {"POST", "/admin/models", models_create, AUTH_ADMIN, 0},
     {"POST", "/admin/models/batch", models_batch, AUTH_ADMIN, 0},
-    /* registry.c: before /admin/models/:id, which would take "registry" as an id (first match) */
+    /* registry.c: its literal segment owns the path over /admin/models/:id (router_match) */
     {"GET", "/admin/models/registry", registry_get, AUTH_ADMIN, 0},
     {"POST", "/admin/models/registry/refresh", registry_refresh, AUTH_ADMIN, 0},
     {"GET", "/admin/models/:id", models_get, AUTH_ADMIN, 0},

@@ -98,10 +98,20 @@ static void test_route_match_404_405(void **state)
     assert_int_equal(router_match("PATCH", "/admin/masters", allow, sizeof(allow)), -2);
     assert_non_null(strstr(allow, "GET"));
     assert_non_null(strstr(allow, "POST"));
-    /* A literal route listed before the :id one wins. */
+    /* A literal segment beats ':id': the literal route owns the path, whatever the order. */
     i = router_match("GET", "/admin/models/registry", allow, sizeof(allow));
     assert_true(i >= 0);
     assert_string_equal(router_routes[i].pattern, "/admin/models/registry");
+    assert_int_equal(router_match("PUT", "/admin/models/registry", allow, sizeof(allow)), -2);
+    assert_string_equal(allow, "GET, OPTIONS");
+    assert_int_equal(router_match("DELETE", "/admin/masters/batch", allow, sizeof(allow)), -2);
+    assert_string_equal(allow, "POST, OPTIONS");
+    /* ...but only the path it spells: other ids still reach the :id routes. */
+    i = router_match("PUT", "/admin/models/gpt-4o", allow, sizeof(allow));
+    assert_true(i >= 0);
+    assert_string_equal(router_routes[i].pattern, "/admin/models/:id");
+    assert_int_equal(router_match("PATCH", "/admin/models/7", allow, sizeof(allow)), -2);
+    assert_string_equal(allow, "GET, PUT, DELETE, OPTIONS");
 }
 
 /* Body -> accepted or refused by the strict parser. */
