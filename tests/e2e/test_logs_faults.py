@@ -11,6 +11,8 @@ and a refused batch (503) is not half-accepted.
   and the rest of the spool is replayed;
 * PostgreSQL down: batches keep being accepted into the spool up to
   EZ_LOG_QUEUE, then 503; everything accepted is written once it is back.
+* a COPY stuck behind a lock on request_logs: the loop keeps acknowledging
+  (the writer thread waits alone), and everything is written once it is free.
 
 The outcome of a POST is one of: 202 (acknowledged: must be in the table
 exactly once), a 503 that says the batch was refused (never queued: must
@@ -265,3 +267,42 @@ def test_postgres_down_spools_up_to_queue_capacity(stack, ctl, log_pg, wait_for,
         check_ledger(conn, wait_for, prefix, ledger)
     finally:
         conn.close()
+
+
+def test_acks_do_not_wait_for_a_blocked_copy(stack, ctl, log_pg, wait_for, background_restored):
+    """The COPY runs on the writer thread: while it waits behind a lock on
+    request_logs, the loop keeps fsyncing and acknowledging (up to EZ_LOG_QUEUE).
+    With the COPY on the loop, these POSTs waited for it and got 503 after the
+    worker's ack deadline."""
+    prefix = uid("blocked")
+    ledger = Ledger()
+    ctl("restart", "background", env={"EZ_LOG_BATCH_SIZE": "1", "EZ_LOG_FLUSH_MS": "10"})
+    accept_one(stack, ledger, prefix, wait_for, "first")
+    wait_rows(log_pg, wait_for, prefix, ledger.ids["ok"])
+    locker = stack.pg(log_db=True)
+    locker.autocommit = False
+    try:
+        with locker.cursor() as cur:
+            cur.execute("LOCK TABLE request_logs IN ACCESS EXCLUSIVE MODE")
+        # The first batch sends the writer into a COPY that waits for the lock ...
+        assert send_batch(stack, ledger, [f"{prefix}-held-0"]) == "ok"
+        wait_for(lambda: lock_waiters(log_pg) > 0, timeout=30,
+                 message="the writer's COPY to wait for the lock")
+        # ... and the loop still acknowledges every batch behind it.
+        for b in range(1, 11):
+            kind = send_batch(stack, ledger, [f"{prefix}-held-{b}-{k}" for k in range(10)])
+            assert kind == "ok", f"batch {b} answered {kind} while the COPY waited"
+        # (no SELECT on request_logs here: it would queue behind the lock too)
+        assert lock_waiters(log_pg) > 0
+    finally:
+        locker.rollback()
+        locker.close()
+    check_ledger(log_pg, wait_for, prefix, ledger)
+
+
+def lock_waiters(log_pg):
+    """Sessions waiting for a lock on request_logs (the writer's COPY)."""
+    with log_pg.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_locks WHERE NOT granted "
+                    "AND relation = 'request_logs'::regclass")
+        return cur.fetchone()[0]
