@@ -11,6 +11,7 @@
 #include "jobs.h"
 #include "json.h"
 #include "log.h"
+#include "log_dedup.h"
 #include "log_writer.h"
 #include "logrec.h"
 #include "spool.h"
@@ -42,7 +43,17 @@ struct pend {
     char seq[40];
     size_t seqlen;
     uint32_t nrows;
+    bool dup; /* the same body as a batch spooled this turn: acked with it, not stored */
 };
+
+/*
+ * A spooled batch with a key starts with the line "\.K <key>\n", then its
+ * COPY rows; the writer gets the rows only. No COPY text row begins with
+ * "\." (the worker escapes a backslash as "\\"). Batches spooled without a
+ * key (JSON spoken directly, older workers, older spools) are rows only.
+ */
+#define KEY_LINE_PREFIX "\\.K "
+#define KEY_LINE_LEN (sizeof(KEY_LINE_PREFIX) - 1 + LOG_DEDUP_KEY_HEX + 1)
 
 /* The loop's own state; the queue and the write counters are the writer's (log_writer.h). */
 static struct {
@@ -52,15 +63,17 @@ static struct {
     bool progress_known;  /* written_upto was read from the log table since start */
     uint64_t known_upto;  /* the highest written_upto seen */
     uint64_t released_upto;
-    bool waiting_logged; /* "not ready: waiting for the log DB" was logged */
+    uint64_t synced_upto; /* every batch up to this sequence is fsynced */
+    bool waiting_logged;  /* "not ready: waiting for the log DB" was logged */
 
     struct pend *pend;
     size_t npend, pendcap;
 
     int64_t last_metrics_ms;
-    uint64_t received; /* records in WIRE_LOGS batches that arrived */
-    uint64_t accepted; /* records acknowledged (spooled and fsynced) */
-    uint64_t rejected; /* records refused with a nack (full, not ready, invalid, spool error) */
+    uint64_t received;   /* records in WIRE_LOGS batches that arrived */
+    uint64_t accepted;   /* records acknowledged (spooled and fsynced) */
+    uint64_t rejected;   /* records refused with a nack (full, not ready, invalid, spool error) */
+    uint64_t duplicates; /* records acked as the same body as a batch spooled before */
 } S;
 
 /* ---- replies ---- */
@@ -103,7 +116,10 @@ static void commit_acks(struct bg_ctx *ctx)
     if (S.npend == 0)
         return;
     if (spool_sync(S.sp) != EZ_OK) {
-        log_writer_unpush(S.npend);
+        size_t appended = 0;
+        for (size_t i = 0; i < S.npend; i++)
+            appended += !S.pend[i].dup;
+        log_writer_unpush(appended);
         for (size_t i = 0; i < S.npend; i++)
             nack(ctx, &S.pend[i], "spool", "the log spool could not be synced");
         S.ready = false;
@@ -111,8 +127,12 @@ static void commit_acks(struct bg_ctx *ctx)
         return;
     }
     log_writer_synced();
+    S.synced_upto = spool_next_seq(S.sp) - 1;
     for (size_t i = 0; i < S.npend; i++) {
-        S.accepted += S.pend[i].nrows;
+        if (S.pend[i].dup)
+            S.duplicates += S.pend[i].nrows;
+        else
+            S.accepted += S.pend[i].nrows;
         send_reply(ctx, &S.pend[i], WIRE_ACK, NULL);
     }
     S.npend = 0;
@@ -174,15 +194,39 @@ int64_t log_sink_interval_ms(const struct ez_config *cfg)
     return LOG_SINK_TICK_MS;
 }
 
+/* What replay_one needs: the time to stamp, and what the log table already holds. */
+struct replay_arg {
+    int64_t now_ms;
+    bool skip_known; /* batches up to upto are in the table: remember their keys only */
+    uint64_t upto;
+};
+
+/*
+ * A spooled batch: its key is remembered (a retry of a body spooled before
+ * the restart is still recognised, written or not), and unless the table has
+ * it already, its rows go back into the writer's queue.
+ */
 static int replay_one(uint64_t seq, const void *payload, size_t len, void *arg)
 {
-    int64_t now = *(int64_t *)arg;
+    const struct replay_arg *ra = arg;
+    const char *p = payload;
+    if (len >= KEY_LINE_LEN && memcmp(p, KEY_LINE_PREFIX, sizeof(KEY_LINE_PREFIX) - 1) == 0 &&
+        p[KEY_LINE_LEN - 1] == '\n') {
+        char key[LOG_DEDUP_KEY_HEX + 1];
+        memcpy(key, p + sizeof(KEY_LINE_PREFIX) - 1, LOG_DEDUP_KEY_HEX);
+        key[LOG_DEDUP_KEY_HEX] = '\0';
+        log_dedup_add(key, seq, ra->now_ms);
+        p += KEY_LINE_LEN;
+        len -= KEY_LINE_LEN;
+    }
+    if (ra->skip_known && seq <= ra->upto)
+        return EZ_OK;
     uint32_t n = 0;
     for (size_t i = 0; i < len; i++)
-        n += ((const char *)payload)[i] == '\n';
+        n += p[i] == '\n';
     char *copy = ez_malloc(len ? len : 1);
-    memcpy(copy, payload, len);
-    log_writer_push(seq, n, copy, len, now);
+    memcpy(copy, p, len);
+    log_writer_push(seq, n, copy, len, ra->now_ms);
     return EZ_OK;
 }
 
@@ -222,18 +266,21 @@ int log_sink_init(struct bg_ctx *ctx)
     }
     /* DSNs keep their start-up strings across SIGHUP (bg.h): the writer may borrow this one. */
     log_writer_init(config_log_dsn(ctx->cfg), ctx->cfg->log_spool_dir);
+    log_dedup_init(LOG_DEDUP_CAP, LOG_DEDUP_TTL_MS);
     log_writer_settings(ctx->cfg->log_batch_size, ctx->cfg->log_flush_ms);
     /* One attempt now: replaying after written_upto skips what is already in the table. */
     if (read_progress(ctx, &w) == EZ_OK)
         note_progress(w);
     if (ctx->stop)
         return EZ_OK; /* log schema behind: the daemon is stopping */
-    int64_t now = jobs_now_ms();
-    if (spool_replay(S.sp, S.progress_known ? S.known_upto : 0, replay_one, &now) != EZ_OK) {
+    /* From the start of the spool: the keys of written batches still in it count too. */
+    struct replay_arg ra = {jobs_now_ms(), S.progress_known, S.known_upto};
+    if (spool_replay(S.sp, 0, replay_one, &ra) != EZ_OK) {
         log_error("event=log_sink_init_failed error=\"spool replay failed\"");
         return EZ_ERR;
     }
     log_writer_synced(); /* replayed batches are on disk already */
+    S.synced_upto = spool_next_seq(S.sp) - 1;
     struct spool_stats st;
     struct log_writer_status ws;
     spool_get_stats(S.sp, &st);
@@ -312,6 +359,7 @@ void log_sink_fini(struct bg_ctx *ctx)
         log_info("event=log_sink_drained written_upto=%llu", (unsigned long long)S.released_upto);
     publish_metrics(ctx);
     log_writer_free();
+    log_dedup_free();
     free(S.pend);
     spool_close(S.sp);
     memset(&S, 0, sizeof(S));
@@ -347,34 +395,71 @@ static bool rows_shape_ok(const char *p, size_t len, int n)
     return lines == n;
 }
 
+/* A batch as received: its COPY rows, its record count and its key ("" when it has none). */
+struct batch {
+    buf_t rows;
+    uint32_t nrows;
+    char key[LOG_DEDUP_KEY_HEX + 1];
+};
+
 /*
- * A batch in the worker's format (LOGREC_WIRE_MAGIC): the header is parsed and
- * the rows only checked for shape, not validated again: the single-threaded
- * loop also fsyncs, acks and COPYs. Same results as batch_rows.
+ * The header line of the worker's format: LOGREC_WIRE_MAGIC (with the batch
+ * key) or LOGREC_WIRE_MAGIC_V1 (without). *host points into head. 0 or -1.
  */
-static int wire_rows(const char *hostname, const char *payload, size_t len, buf_t *rows,
-                     uint32_t *nrows, char *msg, size_t msglen)
+static int parse_header(const char *head, long long *received_ms, long long *expires_ms, int *n,
+                        char *key, const char **host)
+{
+    int off = 0;
+    key[0] = '\0';
+    if (sscanf(head, LOGREC_WIRE_MAGIC_V1 " %lld %lld %d %n", received_ms, expires_ms, n, &off) ==
+            3 &&
+        off > 0) {
+        *host = head + off;
+        return EZ_OK;
+    }
+    if (sscanf(head, LOGREC_WIRE_MAGIC " %lld %lld %d %n", received_ms, expires_ms, n, &off) != 3 ||
+        off == 0)
+        return EZ_ERR;
+    const char *k = head + off;
+    for (int i = 0; i < LOG_DEDUP_KEY_HEX; i++)
+        if (!((k[i] >= '0' && k[i] <= '9') || (k[i] >= 'a' && k[i] <= 'f')))
+            return EZ_ERR;
+    if (k[LOG_DEDUP_KEY_HEX] != ' ')
+        return EZ_ERR;
+    memcpy(key, k, LOG_DEDUP_KEY_HEX);
+    key[LOG_DEDUP_KEY_HEX] = '\0';
+    *host = k + LOG_DEDUP_KEY_HEX + 1;
+    return EZ_OK;
+}
+
+/*
+ * A batch in the worker's format: the header is parsed and the rows only
+ * checked for shape, not validated again (the worker did; doing it twice was
+ * the loop's main CPU cost). Same results as batch_rows.
+ */
+static int wire_rows(const char *hostname, const char *payload, size_t len, struct batch *b,
+                     char *msg, size_t msglen)
 {
     const char *nl = memchr(payload, '\n', len);
     char head[512];
     size_t hlen = nl ? (size_t)(nl - payload) : 0;
     long long received_ms, expires_ms;
-    int n, off = 0;
+    const char *host;
+    int n;
     if (nl == NULL || hlen >= sizeof(head)) {
         snprintf(msg, msglen, "the payload header is malformed");
         return EZ_ERR;
     }
     memcpy(head, payload, hlen);
     head[hlen] = '\0';
-    if (sscanf(head, LOGREC_WIRE_MAGIC " %lld %lld %d %n", &received_ms, &expires_ms, &n, &off) !=
-            3 ||
-        off == 0 || received_ms < 0 || received_ms > LOGREC_MAX_UNIX * 1000) {
+    if (parse_header(head, &received_ms, &expires_ms, &n, b->key, &host) != EZ_OK ||
+        received_ms < 0 || received_ms > LOGREC_MAX_UNIX * 1000) {
         snprintf(msg, msglen, "the payload header is malformed");
         return EZ_ERR;
     }
-    *nrows = n > 0 ? (uint32_t)n : 0; /* also on failure: the refused records are counted */
+    b->nrows = n > 0 ? (uint32_t)n : 0; /* also on failure: the refused records are counted */
     /* Only a batch from this host shares our clock: across hosts, skew must not refuse batches. */
-    if (strcmp(head + off, hostname) == 0 && ez_now_ms() > expires_ms) {
+    if (strcmp(host, hostname) == 0 && ez_now_ms() > expires_ms) {
         snprintf(msg, msglen, "expired %lld ms ago", (long long)(ez_now_ms() - expires_ms));
         return 1;
     }
@@ -388,25 +473,27 @@ static int wire_rows(const char *hostname, const char *payload, size_t len, buf_
         snprintf(msg, msglen, "the rows are not %d COPY rows of %d columns", n, LOGREC_COPY_NCOLS);
         return EZ_ERR;
     }
-    buf_append(rows, body, blen);
+    buf_append(&b->rows, body, blen);
     return EZ_OK;
 }
 
 /*
- * Validates the worker's batch and renders its COPY rows. 0 ok with *nrows;
+ * Validates the worker's batch and renders its COPY rows into b. 0 ok;
  * -1 with msg; 1 when the batch expired (its worker has given up: see
  * LOGS_EXPIRY_MARGIN_MS in fcgi-app/internal_logs.c).
  */
-static int batch_rows(const char *hostname, const void *payload, size_t len, buf_t *rows,
-                      uint32_t *nrows, char *msg, size_t msglen)
+static int batch_rows(const char *hostname, const void *payload, size_t len, struct batch *b,
+                      char *msg, size_t msglen)
 {
     cJSON *root = NULL;
     char perr[128];
     int rc = EZ_ERR;
+    /* Both magics have this length and differ in their last character only. */
     size_t mlen = sizeof(LOGREC_WIRE_MAGIC) - 1;
-    if (len > mlen && memcmp(payload, LOGREC_WIRE_MAGIC " ", mlen + 1) == 0)
-        return wire_rows(hostname, payload, len, rows, nrows, msg, msglen);
-    /* JSON: a batch spoken directly (tests, older workers); validated in full. */
+    if (len > mlen && memcmp(payload, LOGREC_WIRE_MAGIC, mlen - 1) == 0)
+        return wire_rows(hostname, payload, len, b, msg, msglen);
+    /* JSON: a batch spoken directly (tests, older workers); validated in full, no key. */
+    b->key[0] = '\0';
     if (json_parse_strict(payload, len, &root, perr, sizeof(perr)) != EZ_OK) {
         snprintf(msg, msglen, "payload is not valid JSON: %s", perr);
         return EZ_ERR;
@@ -419,7 +506,7 @@ static int batch_rows(const char *hostname, const void *payload, size_t len, buf
         goto out;
     }
     int n = cJSON_GetArraySize(logs);
-    *nrows = (uint32_t)n; /* also on failure: the refused records are counted */
+    b->nrows = (uint32_t)n; /* also on failure: the refused records are counted */
     /* Only a batch from this host shares our clock: across hosts, skew must not refuse batches. */
     const cJSON *ex = cJSON_GetObjectItemCaseSensitive(root, "expires_at");
     const cJSON *host = cJSON_GetObjectItemCaseSensitive(root, "host");
@@ -444,13 +531,76 @@ static int batch_rows(const char *hostname, const void *payload, size_t len, buf
             snprintf(msg, msglen, "logs[%d]: %s", k, why);
             goto out;
         }
-        logrec_copy_row(&rec, received_ms * 1000, rows);
+        logrec_copy_row(&rec, received_ms * 1000, &b->rows);
         logrec_free(&rec);
     }
     rc = EZ_OK;
 out:
     cJSON_Delete(root);
     return rc;
+}
+
+static void pend_add(const struct pend *p)
+{
+    if (S.npend == S.pendcap) {
+        S.pendcap = S.pendcap ? S.pendcap * 2 : 64;
+        S.pend = ez_realloc(S.pend, S.pendcap * sizeof(*S.pend));
+    }
+    S.pend[S.npend++] = *p;
+    jobs_kick("log_sink");
+}
+
+/*
+ * A batch whose key the sink spooled recently: the same body again. It is
+ * acknowledged without being stored twice: at once when the first copy is
+ * fsynced already, else with the first copy's group commit (and refused with
+ * it if that fsync fails). Returns false when the batch is new.
+ */
+static bool accept_duplicate(struct bg_ctx *ctx, const struct pend *p, const char *key)
+{
+    uint64_t first;
+    if (key[0] == '\0' || !log_dedup_find(key, jobs_now_ms(), &first))
+        return false;
+    log_info("event=log_batch_duplicate records=%u first_seq=%llu msg=\"the same body was "
+             "spooled before; acknowledged, not stored again\"",
+             p->nrows, (unsigned long long)first);
+    struct pend d = *p;
+    d.dup = true;
+    if (first <= S.synced_upto) {
+        S.duplicates += d.nrows;
+        send_reply(ctx, &d, WIRE_ACK, NULL);
+    } else {
+        pend_add(&d);
+    }
+    return true;
+}
+
+/* Appends a new batch to the spool (its key line first), queues its rows for the writer. */
+static void spool_batch(struct bg_ctx *ctx, const struct pend *p, struct batch *b)
+{
+    /* A batch larger than the whole queue still goes into an empty pipeline. */
+    uint64_t queued = log_writer_queued_rows();
+    if (queued > 0 && queued + b->nrows > (uint64_t)ctx->cfg->log_queue) {
+        nack(ctx, p, "full", "the log pipeline is full");
+        return;
+    }
+    buf_t frame;
+    buf_init(&frame);
+    if (b->key[0])
+        buf_printf(&frame, KEY_LINE_PREFIX "%s\n", b->key);
+    buf_append(&frame, b->rows.data, b->rows.len);
+    uint64_t s;
+    int rc = spool_append(S.sp, frame.data, frame.len, &s);
+    buf_free(&frame);
+    if (rc != EZ_OK) {
+        nack(ctx, p, "spool", "the log spool could not be written");
+        return;
+    }
+    size_t rlen = b->rows.len;
+    log_writer_push(s, b->nrows, buf_steal(&b->rows), rlen, jobs_now_ms());
+    if (b->key[0])
+        log_dedup_add(b->key, s, jobs_now_ms());
+    pend_add(p);
 }
 
 void log_sink_receive(struct bg_ctx *ctx, const void *const *env, const size_t *envlens, int nenv,
@@ -471,53 +621,27 @@ void log_sink_receive(struct bg_ctx *ctx, const void *const *env, const size_t *
     memcpy(p.seq, seq, seqlen);
     p.seqlen = seqlen;
 
-    buf_t rows;
-    buf_init(&rows);
-    uint32_t n = 0;
+    struct batch b;
+    memset(&b, 0, sizeof(b));
+    buf_init(&b.rows);
     char msg[384];
-    int br = batch_rows(ctx->hostname, payload, len, &rows, &n, msg, sizeof(msg));
-    p.nrows = n;
-    S.received += n;
+    int br = batch_rows(ctx->hostname, payload, len, &b, msg, sizeof(msg));
+    p.nrows = b.nrows;
+    S.received += b.nrows;
     if (br == 1) {
         log_warn("event=log_batch_expired detail=\"%s\" msg=\"its worker has answered 503; not "
                  "spooled\"",
                  msg);
         nack(ctx, &p, "expired", "the batch arrived too late");
-        buf_free(&rows);
-        return;
-    }
-    if (br != EZ_OK) {
+    } else if (br != EZ_OK) {
         log_warn("event=log_batch_invalid error=\"%s\"", msg);
         nack(ctx, &p, "invalid", "the batch is invalid");
-        buf_free(&rows);
-        return;
-    }
-    if (S.sp == NULL || !S.ready || spool_is_broken(S.sp)) {
+    } else if (S.sp == NULL || !S.ready || spool_is_broken(S.sp)) {
         nack(ctx, &p, "not_ready", "the log pipeline is not ready");
-        buf_free(&rows);
-        return;
+    } else if (!accept_duplicate(ctx, &p, b.key)) {
+        spool_batch(ctx, &p, &b);
     }
-    /* A batch larger than the whole queue still goes into an empty pipeline. */
-    uint64_t queued = log_writer_queued_rows();
-    if (queued > 0 && queued + n > (uint64_t)ctx->cfg->log_queue) {
-        nack(ctx, &p, "full", "the log pipeline is full");
-        buf_free(&rows);
-        return;
-    }
-    uint64_t s;
-    if (spool_append(S.sp, rows.data, rows.len, &s) != EZ_OK) {
-        nack(ctx, &p, "spool", "the log spool could not be written");
-        buf_free(&rows);
-        return;
-    }
-    size_t rlen = rows.len;
-    log_writer_push(s, n, buf_steal(&rows), rlen, jobs_now_ms());
-    if (S.npend == S.pendcap) {
-        S.pendcap = S.pendcap ? S.pendcap * 2 : 64;
-        S.pend = ez_realloc(S.pend, S.pendcap * sizeof(*S.pend));
-    }
-    S.pend[S.npend++] = p;
-    jobs_kick("log_sink");
+    buf_free(&b.rows);
 }
 
 /* ---- metrics ---- */
@@ -554,6 +678,8 @@ static void publish_metrics(struct bg_ctx *ctx)
     FIELD_U("records_received_total", S.received);
     FIELD_U("records_accepted_total", S.accepted);
     FIELD_U("records_rejected_total", S.rejected);
+    FIELD_U("records_duplicate_total", S.duplicates);
+    FIELD_U("batch_keys", log_dedup_count());
     FIELD_U("records_written_total", ws.written);
     FIELD_U("records_quarantined_total", ws.quarantined);
     FIELD_U("records_queued", ws.queued_rows);

@@ -69,10 +69,16 @@ enum logrec_field {
 #define LOGREC_COPY_NCOLS 21
 
 /*
- * First word of the worker's wire payload: "EZROWS1 <received_ms> <expires_ms>
- * <records> <host>\n" then the records' COPY rows (docs/log-pipeline.md).
+ * First word of the worker's wire payload: "EZROWS2 <received_ms> <expires_ms>
+ * <records> <batch key> <host>\n" then the records' COPY rows
+ * (docs/log-pipeline.md). The batch key is the first LOGREC_BATCH_KEY_HEX
+ * hex digits of the SHA-256 of the request body: the background acknowledges
+ * a body it spooled recently without storing it again. LOGREC_WIRE_MAGIC_V1
+ * (no key) is still read, from workers of the previous release.
  */
-#define LOGREC_WIRE_MAGIC "EZROWS1"
+#define LOGREC_WIRE_MAGIC "EZROWS2"
+#define LOGREC_WIRE_MAGIC_V1 "EZROWS1"
+#define LOGREC_BATCH_KEY_HEX 32
 
 /* One value: set = false is SQL NULL / JSON absent. i holds ints, bools (0/1) and times (us). */
 struct logrec_val {

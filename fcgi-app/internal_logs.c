@@ -8,6 +8,7 @@
 #include <strings.h>
 #include <unistd.h>
 #include <zmq.h>
+#include "crypto.h"
 #include "json.h"
 #include "log.h"
 #include "logrec.h"
@@ -304,8 +305,12 @@ int internal_logs_post(struct req *r)
     int n = out.n;
 
     /* Stamped after parsing: the budget starts when the batch leaves for the background. */
-    buf_printf(&wire, LOGREC_WIRE_MAGIC " %lld %lld %d %s\n", (long long)now_ms,
-               (long long)(ez_now_ms() + LOGS_ACK_TIMEOUT_MS - LOGS_EXPIRY_MARGIN_MS), n,
+    /* The same body posted again (a retry) has the same key: see LOGREC_WIRE_MAGIC. */
+    char key[65];
+    ez_sha256_hex(r->body, r->body_len, key);
+    key[LOGREC_BATCH_KEY_HEX] = '\0';
+    buf_printf(&wire, LOGREC_WIRE_MAGIC " %lld %lld %d %s %s\n", (long long)now_ms,
+               (long long)(ez_now_ms() + LOGS_ACK_TIMEOUT_MS - LOGS_EXPIRY_MARGIN_MS), n, key,
                host_name());
     buf_append(&wire, out.rows.data, out.rows.len);
     char why[256];
@@ -354,6 +359,10 @@ static const struct bg_metric bg_metrics[] = {
      "Log records acknowledged (spooled and fsynced)."},
     {"records_rejected_total", "ezapi_log_records_rejected_total", "counter",
      "Log records the background refused (pipeline full, not ready, invalid, spool error)."},
+    {"records_duplicate_total", "ezapi_log_records_duplicate_total", "counter",
+     "Log records acknowledged as a body spooled before (a retry), not stored again."},
+    {"batch_keys", "ezapi_log_batch_keys", "gauge",
+     "Batch keys the background remembers to recognise retried bodies."},
     {"records_written_total", "ezapi_log_records_written_total", "counter",
      "Log records written to the log table."},
     {"records_quarantined_total", "ezapi_log_records_quarantined_total", "counter",
