@@ -306,3 +306,32 @@ def lock_waiters(log_pg):
         cur.execute("SELECT count(*) FROM pg_locks WHERE NOT granted "
                     "AND relation = 'request_logs'::regclass")
         return cur.fetchone()[0]
+
+
+def test_a_log_schema_behind_stops_the_background_with_code_3(stack, log_pg, tmp_path):
+    """A log DB whose schema is older than the build (here: empty) is refused at start,
+    like the main schema: event=log_schema_behind and exit code 3, no batch accepted.
+    A second daemon on its own socket and spool; the stack's daemon is not touched."""
+    import os
+    import subprocess
+
+    db = f"ezapi_behind_{uid('s').replace('-', '_')}"
+    with log_pg.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {db}")
+    try:
+        env = dict(os.environ)
+        env.update(stack.env)
+        env.update({
+            "EZ_LOG_PG_DSN": stack.log_pg_dsn.replace("dbname=ezapi_logs", f"dbname={db}"),
+            "EZ_ZMQ_ENDPOINT": f"ipc://{tmp_path}/bg.ipc",
+            "EZ_LOG_SPOOL_DIR": str(tmp_path / "spool"),
+        })
+        assert f"dbname={db}" in env["EZ_LOG_PG_DSN"]
+        res = subprocess.run([str(stack.build / "ezapi-background")], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 3, res.stderr[-2000:]
+        assert "event=log_schema_behind schema_version=0" in res.stderr
+        assert "event=log_sink_ready" not in res.stderr
+    finally:
+        with log_pg.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {db}")
