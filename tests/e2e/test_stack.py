@@ -4,6 +4,7 @@ set up as intended, worker failover and the scripts/stack tool."""
 
 import json
 import pathlib
+import os
 import pwd
 import re
 import shutil
@@ -264,35 +265,82 @@ def test_status_reports_every_component(stack):
         assert re.search(rf"^{comp}\s+up\s", res.stdout, re.M), res.stdout
 
 
+def render_nginx(tmp_path, **env):
+    """scripts/render-nginx with env (NGINX_*), logs and pid file in tmp_path; nginx -t on it."""
+    full = dict(os.environ)
+    full.update({"NGINX_LOG_DIR": str(tmp_path), "NGINX_PID_FILE": str(tmp_path / "nginx.pid"),
+                 "NGINX_ROOT": str(ROOT)})
+    full.update(env)
+    res = subprocess.run([str(ROOT / "scripts" / "render-nginx")], env=full, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(res.stdout)
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    check = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(conf),
+                            "-e", str(tmp_path / "error.log")],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    return res.stdout
+
+
 def test_prod_nginx_template_is_valid(tmp_path):
     try:
         pwd.getpwnam("www-data")
     except KeyError:
         pytest.skip("no www-data user on this machine")
-    tmpl = (ROOT / "nginx" / "ezapi.prod.conf.tmpl").read_text()
-    values = {
-        "@LISTEN@": "127.0.0.1:1",  # never bound: nginx -t only
-        "@SERVER_NAME@": "api.example.com",
-        "@ROOT@": str(ROOT),
-        "@LOG_DIR@": str(tmp_path),
-        "@PID_FILE@": str(tmp_path / "nginx.pid"),
-        "@RATE@": "200r/s",
-        "@BURST@": "400",
-    }
-    for k, v in values.items():
-        tmpl = tmpl.replace(k, v)
-    tmpl = re.sub(r"^@UPSTREAM_SERVERS@$", "        server 10.0.0.5:9000;\n        server 10.0.0.6:9000;",
-                  tmpl, flags=re.M)
-    tmpl = re.sub(r"^@INTERNAL_ALLOW@$", "            allow 10.0.0.0/8;", tmpl, flags=re.M)
-    tmpl = re.sub(r"^@ADMIN_ALLOW@$", "            allow 192.168.1.0/24;\n            deny all;",
-                  tmpl, flags=re.M)
-    leftover = [line for line in tmpl.splitlines()
-                if re.search(r"@[A-Z_]+@", line) and not line.lstrip().startswith("#")]
-    assert not leftover, leftover
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(tmpl)
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    res = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(conf),
-                          "-e", str(tmp_path / "error.log")],
-                         capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0, res.stderr
+    conf = render_nginx(tmp_path, NGINX_LISTEN="127.0.0.1:1",  # never bound: nginx -t only
+                        NGINX_SERVER_NAME="api.example.com",
+                        NGINX_UPSTREAMS="10.0.0.5:9000 10.0.0.6:9000",
+                        NGINX_INTERNAL_ALLOW="10.0.0.0/8",
+                        NGINX_ADMIN_ALLOW="192.168.1.0/24")
+    assert "        server 10.0.0.5:9000 max_fails=1 fail_timeout=5s;\n" \
+           "        server 10.0.0.6:9000 max_fails=1 fail_timeout=5s;" in conf
+    assert "            allow 192.168.1.0/24;\n            deny all;" in conf
+    assert "listen 127.0.0.1:1 " in conf
+
+
+def test_render_nginx_refuses_missing_or_unsafe_values(tmp_path):
+    script = str(ROOT / "scripts" / "render-nginx")
+    base = {"NGINX_UPSTREAMS": "127.0.0.1:9000", "NGINX_INTERNAL_ALLOW": "127.0.0.1",
+            "NGINX_ADMIN_ALLOW": "all", "PATH": os.environ["PATH"]}
+    for missing in ("NGINX_UPSTREAMS", "NGINX_INTERNAL_ALLOW", "NGINX_ADMIN_ALLOW"):
+        env = {k: v for k, v in base.items() if k != missing}
+        res = subprocess.run([script], env=env, capture_output=True, text=True, timeout=30)
+        assert res.returncode != 0 and missing in res.stderr and res.stdout == ""
+    env = dict(base, NGINX_SERVER_NAME="x; include /etc/passwd")
+    res = subprocess.run([script], env=env, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2 and "NGINX_SERVER_NAME" in res.stderr and res.stdout == ""
+
+
+def test_docker_compose_matches_the_repository(tmp_path):
+    """No Docker engine runs here: what can be checked without one is."""
+    yaml = pytest.importorskip("yaml")
+    doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    ours = {name: svc for name, svc in doc["services"].items()
+            if svc.get("image") == "ezapi:local"}
+    assert set(ours) == {"migrate", "background", "fcgi", "nginx"}
+    assert (ROOT / "Dockerfile").is_file()
+    for name, svc in ours.items():
+        assert svc.get("build") == ".", name
+        cmd = svc["command"]
+        exe = cmd[2].split()[0] if cmd[0] == "sh" else cmd[0]
+        if exe.startswith("build/release/"):
+            assert exe.split("/")[-1] in (ROOT / "Makefile").read_text(), name
+        else:
+            assert (ROOT / exe).is_file(), name
+    # Every variable the daemons get is one they know (a typo would be a silent default).
+    known = set(re.findall(r'"(EZ_[A-Z0-9_]+)"', (ROOT / "common" / "config.c").read_text()))
+    for name in ("migrate", "background", "fcgi"):
+        assert set(ours[name]["environment"]) <= known, name
+    # The nginx service's values give a configuration nginx accepts (its upstream host is
+    # a compose service name, which only resolves inside that network: same form, local host).
+    env = dict(ours["nginx"]["environment"])
+    assert re.fullmatch(r"fcgi:\d+", env["NGINX_UPSTREAMS"])
+    try:
+        pwd.getpwnam("www-data")
+    except KeyError:
+        pytest.skip("no www-data user on this machine")
+    env["NGINX_UPSTREAMS"] = "127.0.0.1:" + env["NGINX_UPSTREAMS"].split(":")[1]
+    env["NGINX_LISTEN"] = "127.0.0.1:1"  # never bound: nginx -t only
+    render_nginx(tmp_path, **env)
