@@ -44,8 +44,9 @@ void log_sink_fini(struct bg_ctx *ctx);
  * frames: the peer identity, and the empty delimiter of a REQ peer), the
  * seq frame and the payload frame (NULL/0 when missing). Either replies
  * [nack][seq][{"error","reason"}] at once, or spools the batch and replies
- * [ack][seq] once the next group fsync succeeded (in log_sink_run). Borrowed
- * buffers: everything needed later is copied.
+ * [ack][seq] once the next group fsync succeeded (in log_sink_run), or, for
+ * a body it spooled recently (log_dedup.h), acks without storing it again.
+ * Borrowed buffers: everything needed later is copied.
  */
 void log_sink_receive(struct bg_ctx *ctx, const void *const *env, const size_t *envlens, int nenv,
                       const void *seq, size_t seqlen, const void *payload, size_t len);
